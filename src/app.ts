@@ -1,0 +1,109 @@
+import { LogController } from 'fastify'
+import Fastify, { type FastifyBaseLogger, type FastifyError } from 'fastify'
+import helmet from '@fastify/helmet'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import { randomUUID } from 'node:crypto'
+import type { Config } from './config.ts'
+import { classifyDatabaseError, databaseUnavailable, HttpError } from './errors.ts'
+import { loggerOptions } from './logger.ts'
+import databasePlugin from './plugins/database.ts'
+import bookCompletionRoutes from './routes/book-completion.ts'
+import healthRoutes from './routes/health.ts'
+import { PayloadError } from './webhooks/payload.ts'
+
+export interface AppOptions {
+  /** A pino logger to use instead of one built from the config (tests capture logs with it). */
+  logger?: FastifyBaseLogger
+}
+
+/** Fastify's own 4xx errors, by code, with the contract's `error` names. */
+const FRAMEWORK_ERRORS: Record<string, { statusCode: number, error: string }> = {
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: { statusCode: 415, error: 'unsupported_media_type' },
+  FST_ERR_CTP_BODY_TOO_LARGE: { statusCode: 413, error: 'payload_too_large' },
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: { statusCode: 400, error: 'invalid_content_length' },
+  FST_ERR_CTP_EMPTY_JSON_BODY: { statusCode: 400, error: 'invalid_json' },
+  FST_ERR_CTP_INVALID_JSON_BODY: { statusCode: 400, error: 'invalid_json' },
+}
+
+export async function buildApp (config: Config, options: AppOptions = {}) {
+  const app = Fastify({
+    ...(options.logger ? { loggerInstance: options.logger } : { logger: loggerOptions(config) }),
+    // One line per delivery is written by the route itself.
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: config.bodyLimitBytes,
+    requestIdHeader: 'webhook-id',
+    genReqId: () => randomUUID(),
+    ajv: { customOptions: { coerceTypes: false } },
+  }).withTypeProvider<TypeBoxTypeProvider>()
+
+  await app.register(helmet)
+  await app.register(databasePlugin, { config })
+
+  app.setErrorHandler((err: FastifyError, request, reply) => {
+    const { statusCode, body, headers } = toResponse(err)
+    if (statusCode >= 500) {
+      const { failure, code } = classifyDatabaseError(err)
+      // Never log the error itself: a failed query's message carries the SQL and the book text.
+      request.log.error({ errName: err.name, code, failure }, 'request failed')
+    } else {
+      request.log.info({ statusCode, error: body.error, message: body.message }, 'request rejected')
+    }
+    return reply.code(statusCode).headers(headers).send(body)
+  })
+
+  app.setNotFoundHandler((request, reply) =>
+    reply.code(404).send({ error: 'not_found', message: `${request.method} ${request.url} is not a route of this service` }))
+
+  app.addHook('onSend', async (request, reply) => {
+    reply.header('x-request-id', request.id)
+  })
+
+  await app.register(healthRoutes)
+  await app.register(bookCompletionRoutes, { config })
+  return app
+}
+
+interface ErrorResponse {
+  statusCode: number
+  body: { error: string, message?: string }
+  headers: Record<string, string>
+}
+
+/** Classifies an error once. 5xx only when a retry by the sender can help, or for our own bugs. */
+function toResponse (err: FastifyError): ErrorResponse {
+  if (err instanceof HttpError) {
+    return { statusCode: err.statusCode, body: { error: err.code, message: err.message }, headers: err.headers }
+  }
+  if (err instanceof PayloadError) {
+    return { statusCode: 400, body: { error: 'invalid_payload', message: err.message }, headers: {} }
+  }
+  if (err.validation) {
+    return { statusCode: 400, body: { error: 'invalid_payload', message: describeValidation(err) }, headers: {} }
+  }
+  const framework = err.code ? FRAMEWORK_ERRORS[err.code] : undefined
+  if (framework) return { statusCode: framework.statusCode, body: { error: framework.error, message: err.message }, headers: {} }
+
+  const { failure } = classifyDatabaseError(err)
+  if (failure === 'unavailable') {
+    const unavailable = databaseUnavailable()
+    return { statusCode: 503, body: { error: unavailable.code, message: unavailable.message }, headers: unavailable.headers }
+  }
+  if (failure === 'unstorable') {
+    return { statusCode: 400, body: { error: 'invalid_payload', message: 'the payload holds text Postgres cannot store' }, headers: {} }
+  }
+  if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) {
+    return { statusCode: err.statusCode, body: { error: 'bad_request', message: err.message }, headers: {} }
+  }
+  return { statusCode: 500, body: { error: 'internal_error', message: 'unexpected error; it has been logged' }, headers: {} }
+}
+
+/** `book_data.chapters[0].content: must be string`, from the first schema error. */
+function describeValidation (err: FastifyError): string {
+  const [first] = err.validation ?? []
+  if (!first) return err.message
+  const path = first.instancePath.split('/').filter(Boolean)
+    .map((part) => /^\d+$/.test(part) ? `[${part}]` : `.${part}`).join('').replace(/^\./, '')
+  const missing = (first.params as { missingProperty?: string }).missingProperty
+  if (missing) return `${path ? `${path}.` : ''}${missing}: is required`
+  return `${path || 'body'}: ${first.message ?? 'is invalid'}`
+}

@@ -1,0 +1,96 @@
+import { Type, type Static } from 'typebox'
+import { Value } from 'typebox/value'
+
+/** The environment variables of contract section 6, with their defaults. */
+export const EnvSchema = Type.Object({
+  ENVIRONMENT: Type.Union(
+    [Type.Literal('development'), Type.Literal('staging'), Type.Literal('production')],
+    { default: 'production' }
+  ),
+  PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 3001 }),
+  HOST: Type.String({ minLength: 1, default: '0.0.0.0' }),
+  DATABASE_URL: Type.Optional(Type.String({ minLength: 1 })),
+  DATA_DIR: Type.String({ minLength: 1, default: './.data' }),
+  WEBHOOK_SECRET: Type.Optional(Type.String({ minLength: 1 })),
+  WEBHOOK_TOLERANCE_SECONDS: Type.Integer({ minimum: 1, default: 300 }),
+  DEFAULT_USER_ID: Type.Optional(Type.String({ minLength: 1, maxLength: 255 })),
+  BODY_LIMIT_BYTES: Type.Integer({ minimum: 1024, default: 10 * 1024 * 1024 }),
+  LOG_LEVEL: Type.Union(
+    ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) => Type.Literal(level)),
+    { default: 'info' }
+  ),
+})
+export type Env = Static<typeof EnvSchema>
+
+export type Environment = Env['ENVIRONMENT']
+
+/** The Standard Webhooks key size range starts at 24 bytes; anything shorter is a weak secret. */
+export const MIN_SECRET_BYTES = 24
+
+export class ConfigError extends Error {
+  constructor (readonly variable: string, message: string) {
+    super(`${variable}: ${message}`)
+    this.name = 'ConfigError'
+  }
+}
+
+/**
+ * One `WEBHOOK_SECRET` entry as HMAC key bytes: `whsec_<base64>` is decoded, anything else is
+ * taken as its UTF-8 bytes (contract section 1).
+ */
+export function secretToKey (secret: string): Buffer {
+  if (!secret.startsWith('whsec_')) return Buffer.from(secret, 'utf8')
+  const encoded = secret.slice('whsec_'.length)
+  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(encoded) || encoded.length % 4 !== 0) {
+    throw new ConfigError('WEBHOOK_SECRET', 'a whsec_ secret must be followed by standard base64')
+  }
+  return Buffer.from(encoded, 'base64')
+}
+
+export function loadConfig (source: NodeJS.ProcessEnv = process.env) {
+  // An empty variable (`DATABASE_URL=` in a .env or compose file) means "not set".
+  const raw: Record<string, unknown> = {}
+  for (const key of Object.keys(EnvSchema.properties)) {
+    const value = source[key]?.trim()
+    if (value) raw[key] = value
+  }
+  const env = Value.Convert(EnvSchema, Value.Default(EnvSchema, raw))
+  const [firstError] = Value.Errors(EnvSchema, env)
+  if (firstError) {
+    const variable = firstError.instancePath.replace(/^\//, '') || 'environment'
+    throw new ConfigError(variable, `${firstError.message} (got ${JSON.stringify(raw[variable] ?? null)})`)
+  }
+  const checked = env as Env
+  const development = checked.ENVIRONMENT === 'development'
+
+  if (!development && !checked.DATABASE_URL) {
+    throw new ConfigError('DATABASE_URL', `is required when ENVIRONMENT=${checked.ENVIRONMENT} (only development runs on the embedded database)`)
+  }
+
+  const secrets = checked.WEBHOOK_SECRET?.split(/\s+/).filter(Boolean) ?? []
+  if (!development && secrets.length === 0) {
+    throw new ConfigError('WEBHOOK_SECRET', `is required when ENVIRONMENT=${checked.ENVIRONMENT}`)
+  }
+  const webhookKeys = secrets.map(secretToKey)
+  const weakSecrets = webhookKeys.filter((key) => key.length < MIN_SECRET_BYTES).length
+  if (!development && weakSecrets > 0) {
+    throw new ConfigError('WEBHOOK_SECRET', `${weakSecrets} of ${secrets.length} secret(s) is weak: each key must be at least ${MIN_SECRET_BYTES} bytes`)
+  }
+
+  return {
+    environment: checked.ENVIRONMENT,
+    port: checked.PORT,
+    host: checked.HOST,
+    databaseUrl: checked.DATABASE_URL,
+    dataDir: checked.DATA_DIR,
+    /** HMAC keys, one per whitespace-separated secret (rotation). Empty only in development. */
+    webhookKeys,
+    weakSecrets,
+    toleranceSeconds: checked.WEBHOOK_TOLERANCE_SECONDS,
+    defaultUserId: checked.DEFAULT_USER_ID,
+    bodyLimitBytes: checked.BODY_LIMIT_BYTES,
+    logLevel: checked.LOG_LEVEL,
+  }
+}
+
+export type Config = ReturnType<typeof loadConfig>

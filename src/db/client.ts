@@ -1,0 +1,79 @@
+import { PGlite } from '@electric-sql/pglite'
+import { sql } from 'drizzle-orm'
+import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core'
+import { drizzle as drizzlePglite } from 'drizzle-orm/pglite'
+import { drizzle as drizzlePg } from 'drizzle-orm/node-postgres'
+import pg from 'pg'
+import type { FastifyBaseLogger as Logger } from 'fastify'
+import { migrateEmbedded } from './migrations.ts'
+import * as schema from './schema.ts'
+
+/** Either driver: node-postgres in production, PGlite in development. Queries are the same. */
+export type Database = PgDatabase<PgQueryResultHKT, typeof schema>
+
+export interface DatabaseHandle {
+  db: Database
+  kind: 'postgres' | 'embedded'
+  /** Current pool figures (postgres only), for metrics. */
+  poolStats: () => { total: number, idle: number, waiting: number }
+  close: () => Promise<void>
+}
+
+export interface DatabaseOptions {
+  databaseUrl?: string | undefined
+  dataDir: string
+  poolMax?: number
+}
+
+/** The user the embedded development database starts with (contract section 4.1). */
+export const DEV_USER_ID = 'dev-user'
+
+export const DB_TIMEOUTS_MS = {
+  connect: 3_000,
+  statement: 15_000,
+  idleInTransaction: 15_000,
+} as const
+
+export async function openDatabase (options: DatabaseOptions, log: Logger): Promise<DatabaseHandle> {
+  if (options.databaseUrl) return openPostgres(options.databaseUrl, options.poolMax ?? 10, log)
+  return openEmbedded(options.dataDir, log)
+}
+
+function openPostgres (connectionString: string, max: number, log: Logger): DatabaseHandle {
+  const pool = new pg.Pool({
+    connectionString,
+    max,
+    connectionTimeoutMillis: DB_TIMEOUTS_MS.connect,
+    statement_timeout: DB_TIMEOUTS_MS.statement,
+    idle_in_transaction_session_timeout: DB_TIMEOUTS_MS.idleInTransaction,
+    application_name: 'book-completion-webhook',
+  })
+  // An idle client that loses its server emits here; without a listener the process would crash.
+  pool.on('error', (err) => {
+    log.warn({ code: (err as { code?: string }).code, err: { message: err.message } }, 'idle database connection lost')
+  })
+  return {
+    db: drizzlePg(pool, { schema }),
+    kind: 'postgres',
+    poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
+    close: () => pool.end(),
+  }
+}
+
+async function openEmbedded (dataDir: string, log: Logger): Promise<DatabaseHandle> {
+  const client = await PGlite.create(dataDir)
+  const db = drizzlePglite(client, { schema })
+  await migrateEmbedded(db)
+  await db.insert(schema.users).values({ id: DEV_USER_ID }).onConflictDoNothing()
+  log.info({ dataDir }, 'embedded database ready (PGlite)')
+  return {
+    db,
+    kind: 'embedded',
+    poolStats: () => ({ total: 1, idle: 1, waiting: 0 }),
+    close: () => client.close(),
+  }
+}
+
+export async function pingDatabase (db: Database): Promise<void> {
+  await db.execute(sql`select 1`)
+}

@@ -1,0 +1,18 @@
+import fp from 'fastify-plugin'
+import type { Config } from '../config.ts'
+import { openDatabase, type Database } from '../db/client.ts'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    db: Database
+  }
+}
+
+/** Opens the database once, decorates it as `db`, closes it when the app closes. */
+export default fp<{ config: Config }>(async (app, { config }) => {
+  const handle = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir }, app.log)
+  app.decorate('db', handle.db)
+  app.addHook('onClose', async () => {
+    await handle.close()
+  })
+}, { name: 'database' })

@@ -1,0 +1,133 @@
+import { isUtf8 } from 'node:buffer'
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { FastifyRequest } from 'fastify'
+import { Type } from 'typebox'
+import type { Config } from '../config.ts'
+import { HttpError } from '../errors.ts'
+import { applyDelivery } from '../webhooks/deliver.ts'
+import { checkDeliveryRules, DeliverySchema, findUnstorableText } from '../webhooks/payload.ts'
+import { hasSignatureHeaders, SignatureError, verifySignature } from '../webhooks/signature.ts'
+
+export const BOOK_COMPLETION_PATH = '/api/webhooks/book-completion'
+
+export const DeliveryAcceptedSchema = Type.Object({
+  success: Type.Literal(true),
+  jobId: Type.String(),
+  bookId: Type.Union([Type.String(), Type.Null()]),
+  created: Type.Boolean(),
+  chaptersCreated: Type.Integer(),
+  wordCount: Type.Union([Type.Integer(), Type.Null()]),
+  processingTimeMs: Type.Number(),
+})
+
+export const ErrorSchema = Type.Object({
+  error: Type.String(),
+  message: Type.Optional(Type.String()),
+})
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** False for a development request that carried no signature headers. */
+    signatureVerified: boolean
+  }
+}
+
+/**
+ * The one endpoint of contract sections 1–4: content type, raw-body signature check, schema, then
+ * the delivery transaction. The raw-body parser is scoped to this plugin; other routes keep Fastify's.
+ */
+const bookCompletionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, { config }) => {
+  const development = config.environment === 'development'
+  const parseJson = app.getDefaultJsonParser('error', 'error')
+
+  app.decorateRequest('signatureVerified', false)
+
+  // Checked before the body is read, so a wrong type costs nothing (and a missing one is 415 too).
+  app.addHook('onRequest', async (request) => {
+    const mediaType = request.headers['content-type']?.split(';', 1)[0]?.trim().toLowerCase()
+    if (mediaType !== 'application/json') {
+      throw new HttpError(415, 'unsupported_media_type', 'Content-Type must be application/json')
+    }
+  })
+
+  app.removeAllContentTypeParsers()
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
+    try {
+      authenticate(request, body as Buffer)
+      // The signature library world turns invalid UTF-8 into U+FFFD; we refuse it outright.
+      if (!isUtf8(body as Buffer)) throw new HttpError(400, 'invalid_encoding', 'the body is not valid UTF-8')
+    } catch (err) {
+      done(err as Error, undefined)
+      return
+    }
+    // Fastify's JSON parser (secure-json-parse, prototype-poisoning checks) reads a Buffer as well.
+    parseJson(request, body as unknown as string, done)
+  })
+
+  function authenticate (request: FastifyRequest, body: Buffer): void {
+    if (development && !hasSignatureHeaders(request.headers)) return
+    try {
+      verifySignature(request.headers, body, {
+        keys: config.webhookKeys,
+        toleranceSeconds: config.toleranceSeconds,
+        nowSeconds: Math.floor(Date.now() / 1000),
+      })
+    } catch (err) {
+      if (err instanceof SignatureError) {
+        request.log.info({ reason: err.reason, hint: SIGNATURE_HINTS[err.reason] }, 'webhook signature rejected')
+        throw new HttpError(401, 'invalid_signature', err.message)
+      }
+      throw err
+    }
+    request.signatureVerified = true
+  }
+
+  app.post(BOOK_COMPLETION_PATH, {
+    schema: {
+      body: DeliverySchema,
+      response: {
+        200: DeliveryAcceptedSchema,
+        '4xx': ErrorSchema,
+        '5xx': ErrorSchema,
+      },
+    },
+  }, async (request, reply) => {
+    const delivery = request.body
+    checkDeliveryRules(delivery)
+    const unstorable = findUnstorableText(delivery)
+    if (unstorable) throw unstorable
+
+    const result = await applyDelivery(app.db, delivery, {
+      webhookId: request.headers['webhook-id'] as string | undefined,
+      defaultUserId: config.defaultUserId,
+      fallbackToOldestUser: development,
+      log: request.log,
+    })
+    const processingTimeMs = Math.round(reply.elapsedTime * 100) / 100
+    request.log.info({
+      jobId: result.jobId,
+      outcome: result.outcome,
+      chapters: result.chaptersCreated,
+      processingTimeMs,
+      verified: request.signatureVerified,
+    }, 'delivery')
+
+    if (result.outcome === 'dead_lettered') {
+      return reply.code(422).send({ error: 'unprocessable_delivery', message: result.reason })
+    }
+    const { outcome, reason, ...body } = result
+    return { success: true as const, ...body, processingTimeMs }
+  })
+}
+
+/** Said in the 401 log line: senders most often paste the secret in the wrong form. */
+const SIGNATURE_HINTS: Record<string, string> = {
+  missing_headers: 'send webhook-id, webhook-timestamp and webhook-signature (Standard Webhooks)',
+  invalid_timestamp: 'webhook-timestamp must be the Unix time in seconds of this send',
+  timestamp_too_old: 'webhook-timestamp must be the time of sending (not of the event); check the sender clock',
+  timestamp_too_new: 'check the sender clock',
+  no_matching_signature: 'sign "<webhook-id>.<webhook-timestamp>.<raw body>" with the whole WEBHOOK_SECRET ' +
+    '(whsec_<base64> is decoded; any other value is used as UTF-8 bytes); the header is "v1,<base64 HMAC-SHA256>"',
+}
+
+export default bookCompletionRoutes

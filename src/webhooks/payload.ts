@@ -1,0 +1,133 @@
+import { Type, type Static } from 'typebox'
+
+/** Documented limits: beyond them a delivery is a 400 naming the field. */
+export const LIMITS = {
+  idLength: 255,
+  titleLength: 1_000,
+  textLength: 100_000,
+  chapters: 2_000,
+  outlineItems: 2_000,
+  nestingDepth: 64,
+  int32: 2_147_483_647,
+} as const
+
+/** ISO 8601 date-time; a missing zone (Python's naive `isoformat()`) is read as UTC. */
+const ISO_DATE_TIME = '^\\d{4}-\\d{2}-\\d{2}[Tt ]\\d{2}:\\d{2}(:\\d{2}(\\.\\d{1,9})?)?([Zz]|[+-]\\d{2}(:?\\d{2})?)?$'
+
+const DateTimeString = Type.String({ pattern: ISO_DATE_TIME, description: 'ISO 8601 date-time' })
+const Count = Type.Integer({ minimum: 0, maximum: LIMITS.int32 })
+
+export const ChapterSchema = Type.Object({
+  title: Type.String({ maxLength: LIMITS.titleLength }),
+  content: Type.String(),
+  description: Type.String({ maxLength: LIMITS.textLength }),
+})
+
+export const OutlineItemSchema = Type.Object({
+  title: Type.String({ maxLength: LIMITS.titleLength }),
+  description: Type.Optional(Type.String({ maxLength: LIMITS.textLength })),
+})
+
+export const BookDataSchema = Type.Object({
+  book_title: Type.String({ minLength: 1, maxLength: LIMITS.titleLength }),
+  topic: Type.String({ maxLength: LIMITS.textLength }),
+  goal: Type.String({ maxLength: LIMITS.textLength }),
+  outline: Type.Array(OutlineItemSchema, { maxItems: LIMITS.outlineItems }),
+  chapters: Type.Array(ChapterSchema, { maxItems: LIMITS.chapters }),
+  generated_at: DateTimeString,
+  word_count: Count,
+  chapter_count: Count,
+})
+
+/**
+ * The delivery of contract section 3. `book_data` is required for `completed` (with at least one
+ * chapter) and `error` for `failed`: those rules are checked by `checkDeliveryRules`, which names
+ * the field, rather than by an `anyOf` whose errors would not.
+ */
+export const DeliverySchema = Type.Object({
+  job_id: Type.String({ minLength: 1, maxLength: LIMITS.idLength }),
+  status: Type.Union([Type.Literal('completed'), Type.Literal('failed')]),
+  timestamp: DateTimeString,
+  environment: Type.String({ maxLength: LIMITS.idLength }),
+  user_id: Type.Optional(Type.String({ minLength: 1, maxLength: LIMITS.idLength })),
+  error: Type.Optional(Type.Union([Type.String({ maxLength: LIMITS.textLength }), Type.Null()])),
+  book_data: Type.Optional(BookDataSchema),
+}, { description: 'Book-completion delivery; unknown fields are ignored' })
+
+export type Delivery = Static<typeof DeliverySchema>
+export type BookData = Static<typeof BookDataSchema>
+
+export interface CompletedDelivery extends Delivery {
+  status: 'completed'
+  book_data: BookData
+}
+
+export class PayloadError extends Error {
+  constructor (readonly field: string, message: string) {
+    super(`${field}: ${message}`)
+    this.name = 'PayloadError'
+  }
+}
+
+/** The rules a JSON schema cannot name a field for. Throws PayloadError. */
+export function checkDeliveryRules (delivery: Delivery): void {
+  if (delivery.status === 'completed') {
+    if (!delivery.book_data) throw new PayloadError('book_data', 'is required when status is "completed"')
+    if (delivery.book_data.chapters.length === 0) {
+      throw new PayloadError('book_data.chapters', 'must hold at least one chapter when status is "completed"')
+    }
+    checkDateTime('book_data.generated_at', delivery.book_data.generated_at)
+  } else if (!delivery.error) {
+    throw new PayloadError('error', 'is required (a non-empty string) when status is "failed"')
+  }
+  checkDateTime('timestamp', delivery.timestamp)
+}
+
+/** The pattern admits 2025-02-30; a real calendar check turns it into a 400, not a database error. */
+function checkDateTime (field: string, value: string): void {
+  const [year, month, day, hour, minute, second = 0] = (value.match(/\d+/g) ?? []).map(Number)
+  const date = new Date(Date.UTC(year!, month! - 1, day, hour, minute, second))
+  const valid = date.getUTCFullYear() === year && date.getUTCMonth() === month! - 1 && date.getUTCDate() === day &&
+    date.getUTCHours() === hour && date.getUTCMinutes() === minute && date.getUTCSeconds() === second
+  if (!valid) throw new PayloadError(field, 'is not a valid date-time')
+}
+
+/** A timestamp Postgres reads the same way everywhere: a zone-less value is UTC. */
+export function toTimestamptz (value: string): string {
+  return /([Zz]|[+-]\d{2}(:?\d{2})?)$/.test(value) ? value : `${value}Z`
+}
+
+/**
+ * Postgres cannot store U+0000 in text or jsonb, and a lone UTF-16 surrogate (from a `\ud800`
+ * escape) would be silently replaced on the way in. Walks the whole parsed body, unknown fields
+ * included (a dead letter stores them), iteratively so hostile nesting cannot overflow the stack.
+ */
+export function findUnstorableText (body: unknown): PayloadError | undefined {
+  const stack: Array<{ value: unknown, path: string, depth: number }> = [{ value: body, path: '', depth: 0 }]
+  while (stack.length > 0) {
+    const { value, path, depth } = stack.pop()!
+    if (typeof value === 'string') {
+      const problem = textProblem(value)
+      if (problem) return new PayloadError(path || 'body', problem)
+    } else if (value !== null && typeof value === 'object') {
+      if (depth >= LIMITS.nestingDepth) return new PayloadError(path || 'body', `is nested deeper than ${LIMITS.nestingDepth} levels`)
+      if (Array.isArray(value)) {
+        for (let i = 0; i < value.length; i++) stack.push({ value: value[i], path: `${path}[${i}]`, depth: depth + 1 })
+      } else {
+        for (const [key, child] of Object.entries(value)) {
+          const childPath = path ? `${path}.${key}` : key
+          const keyProblem = textProblem(key)
+          if (keyProblem) return new PayloadError(childPath, `has a key that ${keyProblem}`)
+          stack.push({ value: child, path: childPath, depth: depth + 1 })
+        }
+      }
+    }
+  }
+  return undefined
+}
+
+function textProblem (text: string): string | undefined {
+  if (text.includes('\u0000')) return 'contains the NUL character (U+0000), which Postgres cannot store'
+  if (!text.isWellFormed()) return 'contains a lone UTF-16 surrogate (not valid Unicode)'
+  return undefined
+}

@@ -25,6 +25,8 @@ export const bookJobs = pgTable('book_jobs', {
   createdAt: createdAt(),
   updatedAt: updatedAt(),
   completedAt: timestamp('completed_at', { withTimezone: true }),
+  /** `webhook-id` of the last delivery applied to this job: a replay of it changes nothing. */
+  lastWebhookId: text('last_webhook_id'),
 }, (table) => [index('book_jobs_user_id_idx').on(table.userId)])
 
 export const books = pgTable('books', {

@@ -11,6 +11,7 @@ export type DeliveryOutcome =
   | 'stale_ignored' // completed, but older than the stored book: nothing changed
   | 'job_failed' // failed: the job is FAILED
   | 'failure_ignored' // failed, but the job is already COMPLETED: nothing changed
+  | 'duplicate_ignored' // the same webhook-id as the last delivery applied to the job: nothing changed
   | 'dead_lettered' // no user to own a new job: kept in webhook_dead_letters, answered 422
 
 export interface DeliveryResult {
@@ -37,7 +38,7 @@ export interface DeliveryContext {
 
 type Transaction = Parameters<Parameters<Database['transaction']>[0]>[0]
 
-interface JobRow { user_id: string, status: string, created: boolean }
+interface JobRow { user_id: string, status: string, last_webhook_id: string | null, created: boolean }
 interface BookFigures { id: string, word_count: number | null, chapters: number }
 
 async function rows<T> (tx: Transaction, query: SQL): Promise<T[]> {
@@ -54,7 +55,7 @@ async function rows<T> (tx: Transaction, query: SQL): Promise<T[]> {
 export async function applyDelivery (db: Database, delivery: Delivery, context: DeliveryContext): Promise<DeliveryResult> {
   return db.transaction(async (tx) => {
     const candidateUserId = delivery.user_id ?? context.defaultUserId ?? null
-    const job = await lockOrCreateJob(tx, delivery, candidateUserId, context.fallbackToOldestUser)
+    const job = await lockOrCreateJob(tx, delivery, candidateUserId, context)
 
     if (!job) {
       const reason = candidateUserId === null
@@ -66,14 +67,19 @@ export async function applyDelivery (db: Database, delivery: Delivery, context: 
       return { outcome: 'dead_lettered', jobId: delivery.job_id, bookId: null, created: false, chaptersCreated: 0, wordCount: null, reason }
     }
 
+    if (!job.created && context.webhookId !== undefined && job.last_webhook_id === context.webhookId) {
+      const stored = await bookFigures(tx, delivery.job_id)
+      return { outcome: 'duplicate_ignored', jobId: delivery.job_id, bookId: stored?.id ?? null, created: false, chaptersCreated: stored?.chapters ?? 0, wordCount: stored?.word_count ?? null }
+    }
+
     if (!job.created && delivery.user_id !== undefined && delivery.user_id !== job.user_id) {
       context.log.warn({ jobId: delivery.job_id, jobUserId: job.user_id, payloadUserId: delivery.user_id },
         'payload user_id differs from the job owner; the book stays with the job owner')
     }
 
     return delivery.status === 'completed'
-      ? writeBook(tx, delivery as CompletedDelivery, job, context.log)
-      : recordFailure(tx, delivery, job)
+      ? writeBook(tx, delivery as CompletedDelivery, job, context)
+      : recordFailure(tx, delivery, job, context)
   })
 }
 
@@ -81,46 +87,46 @@ export async function applyDelivery (db: Database, delivery: Delivery, context: 
  * Statement 1: lock the job, or insert it already in its final state. Returns undefined when the
  * job does not exist and no user can own it.
  */
-async function lockOrCreateJob (tx: Transaction, delivery: Delivery, candidateUserId: string | null, fallbackToOldestUser: boolean): Promise<JobRow | undefined> {
+async function lockOrCreateJob (tx: Transaction, delivery: Delivery, candidateUserId: string | null, context: DeliveryContext): Promise<JobRow | undefined> {
   const book = delivery.book_data
   const completed = delivery.status === 'completed'
   const inputData = completed && book ? { title: book.book_title, topic: book.topic, goal: book.goal } : {}
   const [job] = await rows<JobRow>(tx, sql`
     WITH existing AS (
-      SELECT user_id, status FROM book_jobs WHERE id = ${delivery.job_id} FOR UPDATE
+      SELECT user_id, status, last_webhook_id FROM book_jobs WHERE id = ${delivery.job_id} FOR UPDATE
     ), owner AS (
       SELECT id FROM users
       WHERE id = coalesce(${candidateUserId}::text,
-        CASE WHEN ${fallbackToOldestUser}::boolean THEN (SELECT id FROM users ORDER BY created_at, id LIMIT 1) END)
+        CASE WHEN ${context.fallbackToOldestUser}::boolean THEN (SELECT id FROM users ORDER BY created_at, id LIMIT 1) END)
     ), created AS (
-      INSERT INTO book_jobs (id, user_id, job_type, status, input_data, error, completed_at)
+      INSERT INTO book_jobs (id, user_id, job_type, status, input_data, error, completed_at, last_webhook_id)
       SELECT ${delivery.job_id}, owner.id, 'BOOK_GENERATION', ${completed ? 'COMPLETED' : 'FAILED'}::job_status,
         ${JSON.stringify(inputData)}::jsonb, ${completed ? null : delivery.error ?? null}::text,
-        CASE WHEN ${completed}::boolean THEN now() END
+        CASE WHEN ${completed}::boolean THEN now() END, ${context.webhookId ?? null}::text
       FROM owner WHERE NOT EXISTS (SELECT 1 FROM existing)
       ON CONFLICT (id) DO NOTHING
-      RETURNING user_id, status
+      RETURNING user_id, status, last_webhook_id
     )
-    SELECT user_id, status::text AS status, false AS created FROM existing
+    SELECT user_id, status::text AS status, last_webhook_id, false AS created FROM existing
     UNION ALL
-    SELECT user_id, status::text AS status, true AS created FROM created`)
+    SELECT user_id, status::text AS status, last_webhook_id, true AS created FROM created`)
   if (job) return job
 
   // Nothing came back: another transaction inserted the job first (ON CONFLICT waited for it to
   // commit), or there is no user. A new statement sees the committed job; lock it.
   const [existing] = await rows<JobRow>(tx, sql`
-    SELECT user_id, status::text AS status, false AS created FROM book_jobs WHERE id = ${delivery.job_id} FOR UPDATE`)
+    SELECT user_id, status::text AS status, last_webhook_id, false AS created FROM book_jobs WHERE id = ${delivery.job_id} FOR UPDATE`)
   return existing
 }
 
 /** Statement 2: upsert the book, replace its chapters in place, complete the job. */
-async function writeBook (tx: Transaction, delivery: CompletedDelivery, job: JobRow, log: Logger): Promise<DeliveryResult> {
+async function writeBook (tx: Transaction, delivery: CompletedDelivery, job: JobRow, context: DeliveryContext): Promise<DeliveryResult> {
   const book = delivery.book_data
   const chapterRows = book.chapters.map((chapter, index) => {
     const words = countWords(chapter.content)
     return { words, values: sql`(${index + 1}::int, ${chapter.title}::text, ${chapter.description}::text, ${chapter.content}::text, ${words}::int)` }
   })
-  logSenderFigures(delivery.job_id, book, chapterRows.reduce((sum, row) => sum + row.words, 0), log)
+  logSenderFigures(delivery.job_id, book, chapterRows.reduce((sum, row) => sum + row.words, 0), context.log)
 
   const [written] = await rows<{ id: string, inserted: boolean }>(tx, sql`
     WITH book AS (
@@ -149,7 +155,8 @@ async function writeBook (tx: Transaction, delivery: CompletedDelivery, job: Job
       DELETE FROM chapters WHERE book_id = (SELECT id FROM book) AND position > ${chapterRows.length}::int
     ), completed AS (
       UPDATE book_jobs SET status = 'COMPLETED', error = NULL,
-        completed_at = coalesce(completed_at, now()), updated_at = now()
+        completed_at = coalesce(completed_at, now()), updated_at = now(),
+        last_webhook_id = ${context.webhookId ?? null}::text
       WHERE id = ${delivery.job_id} AND NOT ${job.created}::boolean AND EXISTS (SELECT 1 FROM book)
     )
     SELECT id, inserted FROM book`)
@@ -169,11 +176,12 @@ async function writeBook (tx: Transaction, delivery: CompletedDelivery, job: Job
 }
 
 /** `failed`: mark the job FAILED unless it is already COMPLETED (never downgraded). */
-async function recordFailure (tx: Transaction, delivery: Delivery, job: JobRow): Promise<DeliveryResult> {
+async function recordFailure (tx: Transaction, delivery: Delivery, job: JobRow, context: DeliveryContext): Promise<DeliveryResult> {
   const downgrade = job.status === 'COMPLETED'
   if (!job.created && !downgrade) {
     await rows(tx, sql`
-      UPDATE book_jobs SET status = 'FAILED', error = ${delivery.error ?? null}, updated_at = now()
+      UPDATE book_jobs SET status = 'FAILED', error = ${delivery.error ?? null}, updated_at = now(),
+        last_webhook_id = ${context.webhookId ?? null}::text
       WHERE id = ${delivery.job_id}`)
   }
   const stored = job.created ? undefined : await bookFigures(tx, delivery.job_id)

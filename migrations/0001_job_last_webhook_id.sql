@@ -1,0 +1,1 @@
+ALTER TABLE "book_jobs" ADD COLUMN "last_webhook_id" text;

@@ -131,3 +131,9 @@ t.test('413 above BODY_LIMIT_BYTES, with a JSON body; a multi-megabyte book unde
   t.equal(stored.status, 200)
   t.equal(stored.body.chaptersCreated, 40)
 })
+
+t.test('a value only Postgres can find out of range is still a 400', async (t) => {
+  const farOffset = book()
+  farOffset.book_data.generated_at = '2025-10-20T10:23:34+23:00'
+  await expectRejected(t, farOffset, 400, /cannot store/)
+})

@@ -7,6 +7,7 @@ import type { Config } from './config.ts'
 import { classifyDatabaseError, databaseUnavailable, HttpError } from './errors.ts'
 import { loggerOptions } from './logger.ts'
 import databasePlugin from './plugins/database.ts'
+import openApiPlugin from './plugins/openapi.ts'
 import bookCompletionRoutes from './routes/book-completion.ts'
 import healthRoutes from './routes/health.ts'
 import { PayloadError } from './webhooks/payload.ts'
@@ -37,6 +38,8 @@ export async function buildApp (config: Config, options: AppOptions = {}) {
   }).withTypeProvider<TypeBoxTypeProvider>()
 
   await app.register(helmet)
+  // Before the routes: it collects their schemas as they are added.
+  await app.register(openApiPlugin)
   await app.register(databasePlugin, { config })
 
   app.setErrorHandler((err: FastifyError, request, reply) => {

@@ -33,7 +33,8 @@ Changes to the payload:
   --error TEXT         the failure's error message
 Sending:
   --url URL            endpoint (default ${DEFAULT_URL})
-  --secret SECRET      signing secret (default: $WEBHOOK_SECRET); none: unsigned, accepted only in development
+  --secret SECRET      signing secret (default: $WEBHOOK_SECRET, which npm does not echo as it does this
+                       command line); none: unsigned, accepted only by a service in development
   --repeat N           send N times with the same webhook-id, as a sender's retries do (default 1)
   --webhook-id ID      the delivery's webhook-id (default msg_<random uuid>)
   --timeout SECONDS    give up on an answer after this long (default 30)

@@ -8,6 +8,7 @@ import { classifyDatabaseError, databaseUnavailable, HttpError } from './errors.
 import type { DatabaseHandle } from './db/client.ts'
 import { loggerOptions } from './logger.ts'
 import databasePlugin from './plugins/database.ts'
+import openApiPlugin from './plugins/openapi.ts'
 import bookCompletionRoutes from './routes/book-completion.ts'
 import healthRoutes from './routes/health.ts'
 import { PayloadError } from './webhooks/payload.ts'
@@ -40,6 +41,8 @@ export async function buildApp (config: Config, options: AppOptions = {}) {
   }).withTypeProvider<TypeBoxTypeProvider>()
 
   await app.register(helmet)
+  // Before the routes: it collects their schemas as they are added.
+  await app.register(openApiPlugin)
   await app.register(databasePlugin, { config, shared: options.database })
 
   app.setErrorHandler((err: FastifyError, request, reply) => {

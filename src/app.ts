@@ -7,6 +7,8 @@ import type { Config } from './config.ts'
 import { classifyDatabaseError, databaseUnavailable, HttpError } from './errors.ts'
 import { loggerOptions } from './logger.ts'
 import databasePlugin from './plugins/database.ts'
+import gracefulClosePlugin from './plugins/graceful-close.ts'
+import metricsPlugin from './plugins/metrics.ts'
 import bookCompletionRoutes from './routes/book-completion.ts'
 import healthRoutes from './routes/health.ts'
 import { PayloadError } from './webhooks/payload.ts'
@@ -37,7 +39,9 @@ export async function buildApp (config: Config, options: AppOptions = {}) {
   }).withTypeProvider<TypeBoxTypeProvider>()
 
   await app.register(helmet)
+  await app.register(gracefulClosePlugin)
   await app.register(databasePlugin, { config })
+  await app.register(metricsPlugin)
 
   app.setErrorHandler((err: FastifyError, request, reply) => {
     const { statusCode, body, headers } = toResponse(err)

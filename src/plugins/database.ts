@@ -1,10 +1,12 @@
 import fp from 'fastify-plugin'
 import type { Config } from '../config.ts'
-import { openDatabase, type Database } from '../db/client.ts'
+import { openDatabase, type Database, type DatabaseHandle } from '../db/client.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
     db: Database
+    /** Current pool figures (total, idle, waiting), read by the metrics. */
+    dbPoolStats: DatabaseHandle['poolStats']
   }
 }
 
@@ -12,6 +14,7 @@ declare module 'fastify' {
 export default fp<{ config: Config }>(async (app, { config }) => {
   const handle = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir }, app.log)
   app.decorate('db', handle.db)
+  app.decorate('dbPoolStats', handle.poolStats)
   app.addHook('onClose', async () => {
     await handle.close()
   })

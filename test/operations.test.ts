@@ -122,7 +122,7 @@ t.test('no secret, signature or book text appears in the logs', async (t) => {
 t.test('the production logger redacts signature headers and secrets if they are ever logged', async (t) => {
   const lines: string[] = []
   const sink = new Writable({ write (chunk, _encoding, callback) { lines.push(String(chunk)); callback() } })
-  const logger = pino(loggerOptions({ logLevel: 'info' }), sink)
+  const logger = pino(loggerOptions(testConfig(databaseUrl)), sink)
   logger.info({ req: { headers: { 'webhook-signature': 'v1,c2lnbmF0dXJl', authorization: 'Bearer abc' } } }, 'request')
   logger.info({ headers: { 'webhook-signature': 'v1,c2lnbmF0dXJl' }, WEBHOOK_SECRET: TEST_SECRET }, 'headers')
   const text = lines.join('')

@@ -52,8 +52,31 @@ function openPostgres (connectionString: string, max: number, log: Logger): Data
   pool.on('error', (err) => {
     log.warn({ code: (err as { code?: string }).code, err: { message: err.message } }, 'idle database connection lost')
   })
+  // A checked-out client (between two statements of a transaction) that loses its server emits
+  // on itself, where the pool does not listen: that too would crash the process. Its next query
+  // fails ("not queryable") and the request answers 503.
+  pool.on('connect', (client) => {
+    client.on('error', (err) => {
+      log.debug({ code: (err as { code?: string }).code }, 'database connection lost while checked out')
+    })
+  })
+  const db = drizzlePg(pool, { schema })
+  // drizzle-orm 0.45's pool transaction sends BEGIN before its try/finally: when BEGIN fails (the
+  // database went away just after the connection was taken) the client is never released; after
+  // `max` such failures the pool is exhausted for good and `pool.end()` never returns. So the
+  // client is taken and released here, around drizzle's transaction on that one client; pg-pool
+  // discards a released client that lost its connection.
+  const transactionOnOwnClient: typeof db.transaction = async (transaction, config) => {
+    const client = await pool.connect()
+    try {
+      return await drizzlePg(client, { schema }).transaction(transaction, config)
+    } finally {
+      client.release()
+    }
+  }
+  db.transaction = transactionOnOwnClient
   return {
-    db: drizzlePg(pool, { schema }),
+    db,
     kind: 'postgres',
     poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
     close: () => pool.end(),

@@ -1,6 +1,10 @@
+import { sql } from 'drizzle-orm'
 import pg from 'pg'
+import pino from 'pino'
 import t from 'tap'
 import { request } from 'undici'
+import { classifyDatabaseError } from '../src/errors.ts'
+import { openDatabase } from '../src/db/client.ts'
 import { completedDelivery } from './fixtures.ts'
 import { deliver, freshDatabase, requiresPostgres, startApp, testConfig, type Answer, type RunningApp } from './helper.ts'
 import { TcpProxy, type Outage } from './tcp-proxy.ts'
@@ -91,6 +95,39 @@ if (await requiresPostgres(t, 'losing the database at run time')) {
     })
   }
 
+  t.test('a network partition: a silent connection is given up after the query timeout and never reused', async (t) => {
+    // The pool as the app opens it, with a 1 s client-side query timeout instead of 17 s.
+    const handle = await openDatabase({ databaseUrl: proxied.toString(), dataDir: 'memory://', timeoutsMs: { query: 1_000 } }, pino({ level: 'silent' }))
+    t.teardown(() => handle.close())
+    const numberIn = (n: number) => handle.db.transaction(async (tx) => {
+      const result = await tx.execute(sql`SELECT ${n}::int AS n`) as unknown as { rows: Array<{ n: number }> }
+      return result.rows[0]!.n
+    })
+    const pidResult = await handle.db.transaction((tx) => tx.execute(sql`SELECT pg_backend_pid() AS pid`)) as unknown as { rows: Array<{ pid: number }> }
+    const frozenBackend = pidResult.rows[0]!.pid
+    t.equal(handle.poolStats().total, 1, 'one connection, which the next transaction takes')
+
+    await proxy.cut('frozen')
+    const started = Date.now()
+    const failure = await numberIn(2).then(() => undefined, (err: unknown) => err)
+    const waited = Date.now() - started
+    t.equal(classifyDatabaseError(failure).failure, 'unavailable', 'the transaction fails as "database unavailable" (503)')
+    t.ok(waited < 2_500, `after the query timeout, not the TCP timeout (${waited} ms)`)
+
+    // The partition heals: the old connection delivers the late answer to the BEGIN it was sent.
+    await proxy.restore()
+    const answers = await Promise.all([3, 4, 5, 6].map(numberIn))
+    t.same(answers, [3, 4, 5, 6], 'every query gets its own answer')
+    // Reused, it would be inside the timed-out BEGIN's transaction; it must have been closed instead.
+    const gone = await waitUntil(async () => {
+      const { rows } = await admin.query('SELECT 1 FROM pg_stat_activity WHERE pid = $1', [frozenBackend])
+      return rows.length === 0
+    }, 3_000)
+    t.ok(gone, 'the timed-out connection was closed, not put back in the pool')
+    const pool = handle.poolStats()
+    t.equal(pool.total - pool.idle, 0, 'nothing stays checked out')
+  })
+
   t.test('every acknowledged delivery is committed; nothing internal leaked', async (t) => {
     const { rows } = await admin.query<{ id: string }>(
       `SELECT j.id FROM book_jobs j JOIN books b ON b.job_id = j.id
@@ -106,6 +143,15 @@ if (await requiresPostgres(t, 'losing the database at run time')) {
     const metrics = await probe(running, '/metrics')
     t.match(metrics.text, /webhook_deliveries_total\{outcome="database_unavailable",status_code="503"\} [1-9]/)
   })
+}
+
+async function waitUntil (condition: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline) {
+    if (await condition()) return true
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  return false
 }
 
 async function probe (running: RunningApp, path: string) {

@@ -3,8 +3,11 @@ import { once } from 'node:events'
 
 /** How the proxy treats the database while it is cut. */
 export type Outage =
-  | 'refused' // the database host is down: connections are refused
-  | 'silent' // the network drops packets: connections open but nothing ever answers
+  | 'refused' // the database host is down: open connections reset, new ones refused
+  | 'silent' // open connections reset; new ones open but nothing ever answers
+  | 'frozen' // a network partition: open connections stay open but nothing gets through (until restored)
+
+interface Pair { client: Socket, server: Socket }
 
 /**
  * A loopback TCP proxy in front of Postgres that a test can cut and restore, to lose the database
@@ -13,6 +16,7 @@ export type Outage =
 export class TcpProxy {
   private server: Server
   private readonly sockets = new Set<Socket>()
+  private readonly pairs = new Set<Pair>()
   private outage: Outage | undefined
   port = 0
 
@@ -27,18 +31,33 @@ export class TcpProxy {
     return this.port
   }
 
-  /** Drops every open connection (as a dying server does) and treats new ones per `outage`. */
   async cut (outage: Outage): Promise<void> {
     this.outage = outage
+    if (outage === 'frozen') {
+      for (const { client, server } of this.pairs) {
+        client.unpipe(server).pause()
+        server.unpipe(client).pause()
+      }
+      return
+    }
     this.destroyAll()
     if (outage === 'refused') await new Promise<void>((resolve) => this.server.close(() => resolve()))
   }
 
+  /** Back to normal. After a partition the open connections carry on where they stopped. */
   async restore (): Promise<void> {
-    const wasRefusing = this.outage === 'refused'
+    const was = this.outage
     this.outage = undefined
+    if (was === 'frozen') {
+      for (const { client, server } of this.pairs) {
+        client.pipe(server)
+        server.pipe(client)
+      }
+      for (const socket of this.sockets) if (![...this.pairs].some((p) => p.client === socket || p.server === socket)) socket.destroy()
+      return
+    }
     this.destroyAll()
-    if (wasRefusing) {
+    if (was === 'refused') {
       this.server = this.createListener()
       this.server.listen(this.port, '127.0.0.1')
       await once(this.server, 'listening')
@@ -53,12 +72,19 @@ export class TcpProxy {
   private createListener (): Server {
     return createServer((client) => {
       this.track(client)
-      if (this.outage === 'silent') return // accepted, never forwarded, never answered
+      if (this.outage) return // accepted, never forwarded, never answered
       const server = connect(this.upstream.port, this.upstream.host)
       this.track(server)
+      const pair = { client, server }
+      this.pairs.add(pair)
       client.pipe(server).pipe(client)
-      client.on('close', () => server.destroy())
-      server.on('close', () => client.destroy())
+      const end = () => {
+        this.pairs.delete(pair)
+        client.destroy()
+        server.destroy()
+      }
+      client.on('close', end)
+      server.on('close', end)
     })
   }
 
@@ -71,5 +97,6 @@ export class TcpProxy {
   private destroyAll (): void {
     for (const socket of this.sockets) socket.destroy()
     this.sockets.clear()
+    this.pairs.clear()
   }
 }

@@ -129,9 +129,12 @@ if (await requiresPostgres(t, 'the image runtime: npm ci --omit=dev, migrate and
     // What the Dockerfile does, without Docker: compile, then the runtime stage's files in a fresh dir.
     const app = await mkdtemp(join(tmpdir(), 'bcw-image-'))
     t.teardown(() => rm(app, { recursive: true, force: true }))
-    await run(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', join(root, 'tsconfig.build.json'), '--outDir', join(app, 'dist')])
     for (const file of ['package.json', 'package-lock.json', 'migrations']) await cp(join(root, file), join(app, file), { recursive: true })
-    await run('npm', ['ci', '--omit=dev', '--no-audit', '--no-fund', '--prefer-offline'], { cwd: app, timeout: 120_000 })
+    // The two stages are independent: compile and install side by side.
+    await Promise.all([
+      run(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', join(root, 'tsconfig.build.json'), '--outDir', join(app, 'dist')]),
+      run('npm', ['ci', '--omit=dev', '--no-audit', '--no-fund', '--prefer-offline'], { cwd: app, timeout: 120_000 }),
+    ])
     await chmod(app, 0o755)
     for (const devOnly of ['typescript', 'tsx', 'drizzle-kit', 'tap']) {
       t.notOk(await stat(join(app, 'node_modules', devOnly)).then(() => true, () => false), `${devOnly} is not installed`)

@@ -9,6 +9,8 @@ import type { DatabaseHandle } from './db/client.ts'
 import { loggerOptions } from './logger.ts'
 import databasePlugin from './plugins/database.ts'
 import openApiPlugin from './plugins/openapi.ts'
+import gracefulClosePlugin from './plugins/graceful-close.ts'
+import metricsPlugin from './plugins/metrics.ts'
 import bookCompletionRoutes from './routes/book-completion.ts'
 import healthRoutes from './routes/health.ts'
 import { PayloadError } from './webhooks/payload.ts'
@@ -41,9 +43,11 @@ export async function buildApp (config: Config, options: AppOptions = {}) {
   }).withTypeProvider<TypeBoxTypeProvider>()
 
   await app.register(helmet)
+  await app.register(gracefulClosePlugin)
   // Before the routes: it collects their schemas as they are added.
   await app.register(openApiPlugin)
   await app.register(databasePlugin, { config, shared: options.database })
+  await app.register(metricsPlugin)
 
   app.setErrorHandler((err: FastifyError, request, reply) => {
     const { statusCode, body, headers } = toResponse(err)

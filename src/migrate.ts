@@ -1,10 +1,21 @@
 import { migratePostgres } from './db/migrations.ts'
 
-/** The deploy step: applies migrations/ to DATABASE_URL (`npm run db:migrate`, `node dist/migrate.js`). */
+/**
+ * The deploy step: applies migrations/ to DATABASE_URL. Compiled to dist/migrate.js, which is what
+ * `npm run db:migrate` and the image (`node dist/migrate.js`) run; it needs no dev dependency.
+ */
 const url = process.env.DATABASE_URL?.trim()
 if (!url) {
   process.stderr.write('configuration error: DATABASE_URL: is required to run migrations\n')
   process.exit(1)
 }
-await migratePostgres(url)
+try {
+  await migratePostgres(url)
+} catch (err) {
+  // One line an operator can act on (connection refused, authentication, a failing statement).
+  const { code, message } = err as { code?: string, message?: string }
+  const cause = (err as { cause?: { code?: string, message?: string } }).cause
+  process.stderr.write(`migration failed: ${cause?.message ?? message ?? String(err)}${cause?.code ?? code ? ` (${cause?.code ?? code})` : ''}\n`)
+  process.exit(1)
+}
 process.stdout.write('migrations applied\n')

@@ -5,6 +5,8 @@ import { openDatabase, type Database, type DatabaseHandle } from '../db/client.t
 declare module 'fastify' {
   interface FastifyInstance {
     db: Database
+    /** Current pool figures (total, idle, waiting), read by the metrics. */
+    dbPoolStats: DatabaseHandle['poolStats']
   }
 }
 
@@ -16,13 +18,12 @@ export interface DatabasePluginOptions {
 
 /** Opens the database once, decorates it as `db`, closes it when the app closes. */
 export default fp<DatabasePluginOptions>(async (app, { config, shared }) => {
-  if (shared) {
-    app.decorate('db', shared.db)
-    return
-  }
-  const handle = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir }, app.log)
+  const handle = shared ?? await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir }, app.log)
   app.decorate('db', handle.db)
-  app.addHook('onClose', async () => {
-    await handle.close()
-  })
+  app.decorate('dbPoolStats', handle.poolStats)
+  if (!shared) {
+    app.addHook('onClose', async () => {
+      await handle.close()
+    })
+  }
 }, { name: 'database' })

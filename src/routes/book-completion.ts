@@ -4,7 +4,7 @@ import type { FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
 import type { Config } from '../config.ts'
 import { HttpError } from '../errors.ts'
-import { applyDelivery } from '../webhooks/deliver.ts'
+import { applyDelivery, type DeliveryOutcome } from '../webhooks/deliver.ts'
 import { checkDeliveryRules, DeliverySchema, findUnstorableText } from '../webhooks/payload.ts'
 import { hasSignatureHeaders, SignatureError, verifySignature } from '../webhooks/signature.ts'
 
@@ -36,6 +36,8 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** False for a development request that carried no signature headers. */
     signatureVerified: boolean
+    /** What the delivery did, once applied (metrics count deliveries by it). */
+    deliveryOutcome: DeliveryOutcome | undefined
   }
 }
 
@@ -48,6 +50,7 @@ const bookCompletionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = asyn
   const parseJson = app.getDefaultJsonParser('error', 'error')
 
   app.decorateRequest('signatureVerified', false)
+  app.decorateRequest('deliveryOutcome', undefined)
 
   // Checked before the body is read, so a wrong type costs nothing (and a missing one is 415 too).
   app.addHook('onRequest', async (request) => {
@@ -116,6 +119,7 @@ const bookCompletionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = asyn
       fallbackToOldestUser: development,
       log: request.log,
     })
+    request.deliveryOutcome = result.outcome
     const processingTimeMs = Math.round(reply.elapsedTime * 100) / 100
     request.log.info({
       jobId: result.jobId,

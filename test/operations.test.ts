@@ -1,0 +1,133 @@
+import { request } from 'undici'
+import t from 'tap'
+import { TEST_SECRET, createUser, deliver, freshDatabase, signedHeaders, startApp, testConfig } from './helper.ts'
+import { completedDelivery } from './fixtures.ts'
+import { Writable } from 'node:stream'
+import pino from 'pino'
+import { loggerOptions } from '../src/logger.ts'
+
+const databaseUrl = await freshDatabase(t)
+const running = await startApp(t, testConfig(databaseUrl))
+await createUser(running, 'ops-user')
+
+async function get (path: string, on = running.url) {
+  const response = await request(`${on}${path}`)
+  return { status: response.statusCode, headers: response.headers, text: await response.body.text() }
+}
+
+/** The value of one sample in Prometheus text format, or undefined when it is absent. */
+function sample (metrics: string, name: string, labels: Record<string, string> = {}): number | undefined {
+  for (const line of metrics.split('\n')) {
+    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line)
+    if (!match || match[1] !== name) continue
+    const found = Object.fromEntries([...(match[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]))
+    if (Object.entries(labels).every(([key, value]) => found[key] === value)) return Number(match[3])
+  }
+  return undefined
+}
+
+t.test('/health answers without the database, /ready with it', async (t) => {
+  const health = await get('/health')
+  t.equal(health.status, 200)
+  t.same(JSON.parse(health.text), { status: 'ok' })
+  const ready = await get('/ready')
+  t.equal(ready.status, 200)
+  t.same(JSON.parse(ready.text), { status: 'ready' })
+  t.notOk(running.logs.some((line) => line.req !== undefined || line.res !== undefined), 'no per-request log lines for probes')
+})
+
+t.test('the request id is the webhook-id, echoed in x-request-id; helmet headers are on', async (t) => {
+  const delivery = completedDelivery({ userId: 'ops-user', chapters: 2 })
+  const body = JSON.stringify(delivery)
+  const headers = signedHeaders(body, { id: 'msg_ops_request_id_1' })
+  const answer = await deliver(running.endpoint, body, headers)
+  t.equal(answer.status, 200)
+  t.equal(answer.headers['x-request-id'], 'msg_ops_request_id_1')
+  t.equal(answer.headers['x-content-type-options'], 'nosniff')
+  const line = running.logs.find((entry) => entry.msg === 'delivery' && entry.jobId === delivery.job_id)
+  t.equal(line?.reqId, 'msg_ops_request_id_1', 'the delivery log line carries the webhook-id as reqId')
+
+  const health = await get('/health')
+  t.match(health.headers['x-request-id'], /^[0-9a-f-]{36}$/, 'without webhook-id a UUID is generated')
+})
+
+t.test('/metrics counts deliveries by outcome and status code, times them and shows the pool', async (t) => {
+  const created = completedDelivery({ userId: 'ops-user', chapters: 3 })
+  const body = JSON.stringify(created)
+  const headers = signedHeaders(body)
+  t.equal((await deliver(running.endpoint, body, headers)).status, 200)
+  t.equal((await deliver(running.endpoint, body, headers)).status, 200, 'the same webhook-id again')
+  t.equal((await deliver(running.endpoint, completedDelivery({ jobId: created.job_id, userId: 'ops-user', chapters: 1 }))).status, 200)
+  const forged = signedHeaders(body, { secret: `whsec_${Buffer.alloc(32, 7).toString('base64')}` })
+  t.equal((await deliver(running.endpoint, body, forged)).status, 401)
+  t.equal((await deliver(running.endpoint, body, { ...headers, 'content-type': 'text/plain' })).status, 415)
+  t.equal((await deliver(running.endpoint, { job_id: 'x', status: 'completed' })).status, 400)
+  t.equal((await deliver(running.endpoint, completedDelivery({ userId: 'nobody-known' }))).status, 422)
+
+  const metrics = await get('/metrics')
+  t.equal(metrics.status, 200)
+  t.match(metrics.headers['content-type'], /^text\/plain; version=0\.0\.4/)
+  const m = metrics.text
+  // Two deliveries created books before this test (the request-id test) and here: counted per app.
+  t.equal(sample(m, 'webhook_deliveries_total', { outcome: 'book_created', status_code: '200' }), 2)
+  t.equal(sample(m, 'webhook_deliveries_total', { outcome: 'duplicate_ignored', status_code: '200' }), 1)
+  t.equal(sample(m, 'webhook_deliveries_total', { outcome: 'book_updated', status_code: '200' }), 1)
+  t.equal(sample(m, 'webhook_deliveries_total', { outcome: 'rejected_signature', status_code: '401' }), 1)
+  t.equal(sample(m, 'webhook_deliveries_total', { outcome: 'rejected', status_code: '415' }), 1)
+  t.equal(sample(m, 'webhook_deliveries_total', { outcome: 'rejected', status_code: '400' }), 1)
+  t.equal(sample(m, 'webhook_deliveries_total', { outcome: 'dead_lettered', status_code: '422' }), 1)
+  t.equal(sample(m, 'webhook_delivery_duration_seconds_count', { outcome: 'book_created' }), 2)
+  const seconds = sample(m, 'webhook_delivery_duration_seconds_sum', { outcome: 'book_created' })!
+  t.ok(seconds > 0 && seconds < 10, `processing time is recorded in seconds (${seconds})`)
+  t.equal(sample(m, 'webhook_delivery_duration_seconds_bucket', { outcome: 'book_created', le: '+Inf' }), 2)
+  t.ok(sample(m, 'webhook_db_pool_connections')! >= 1, 'the pool holds connections')
+  t.ok(sample(m, 'webhook_db_pool_idle_connections')! >= 1)
+  t.equal(sample(m, 'webhook_db_pool_waiting_clients'), 0)
+  t.type(sample(m, 'process_resident_memory_bytes'), 'number', 'default process metrics are exported')
+
+  const counted = (text: string) => text.split('\n').filter((l) => l.startsWith('webhook_deliveries_total{'))
+    .reduce((sum, l) => sum + Number(l.split(' ').at(-1)), 0)
+  const before = counted(m)
+  for (const path of ['/health', '/ready', '/metrics', '/api/webhooks/unknown']) await get(path)
+  t.equal(counted((await get('/metrics')).text), before, 'probes, scrapes and other routes are not deliveries')
+})
+
+t.test('each app has its own registry', async (t) => {
+  const other = await startApp(t, testConfig(databaseUrl))
+  const metrics = (await get('/metrics', other.url)).text
+  t.equal(sample(metrics, 'webhook_deliveries_total'), undefined, 'a new app has counted nothing')
+  t.match(metrics, /# TYPE webhook_deliveries_total counter/)
+})
+
+t.test('no secret, signature or book text appears in the logs', async (t) => {
+  const delivery = completedDelivery({ userId: 'ops-user', chapters: 1 })
+  delivery.book_data.chapters[0]!.content = 'UNIQUE-BOOK-TEXT-7f3a9 contenu secret du livre'
+  const body = JSON.stringify(delivery)
+  const headers = signedHeaders(body)
+  t.equal((await deliver(running.endpoint, body, headers)).status, 200)
+  const tampered = body.replace('UNIQUE-BOOK-TEXT-7f3a9', 'UNIQUE-BOOK-TEXT-7f3b0')
+  t.equal((await deliver(running.endpoint, tampered, headers)).status, 401)
+
+  const logs = running.rawLogs()
+  t.ok(logs.includes(delivery.job_id), 'the delivery was logged')
+  t.ok(logs.includes('webhook signature rejected'), 'the rejection was logged')
+  const secretKey = TEST_SECRET.slice('whsec_'.length)
+  t.notOk(logs.includes(secretKey), 'the secret is not logged')
+  for (const signature of headers['webhook-signature']!.split(' ')) {
+    t.notOk(logs.includes(signature.slice(3)), 'the signature is not logged')
+  }
+  t.notOk(logs.includes('UNIQUE-BOOK-TEXT'), 'book content is not logged')
+})
+
+t.test('the production logger redacts signature headers and secrets if they are ever logged', async (t) => {
+  const lines: string[] = []
+  const sink = new Writable({ write (chunk, _encoding, callback) { lines.push(String(chunk)); callback() } })
+  const logger = pino(loggerOptions(testConfig(databaseUrl)), sink)
+  logger.info({ req: { headers: { 'webhook-signature': 'v1,c2lnbmF0dXJl', authorization: 'Bearer abc' } } }, 'request')
+  logger.info({ headers: { 'webhook-signature': 'v1,c2lnbmF0dXJl' }, WEBHOOK_SECRET: TEST_SECRET }, 'headers')
+  const text = lines.join('')
+  t.notOk(text.includes('c2lnbmF0dXJl'))
+  t.notOk(text.includes('Bearer abc'))
+  t.notOk(text.includes(TEST_SECRET))
+  t.equal(text.match(/\[redacted\]/g)?.length, 4)
+})

@@ -1,0 +1,106 @@
+import { connect } from 'node:net'
+import pg from 'pg'
+import t from 'tap'
+import { Agent, request } from 'undici'
+import { BOOK_COMPLETION_PATH } from '../src/routes/book-completion.ts'
+import { completedDelivery } from './fixtures.ts'
+import { freshDatabase, requiresPostgres, signedHeaders, TEST_SECRET } from './helper.ts'
+import { spawnServer } from './process.ts'
+
+const DELIVERIES = 20
+/** SHUTDOWN_GRACE_MS of src/server.ts (importing that module would start a server). */
+const SHUTDOWN_GRACE_MS = 10_000
+
+if (await requiresPostgres(t, 'SIGTERM with deliveries in flight')) {
+  const databaseUrl = (await freshDatabase(t))!
+  const admin = new pg.Client({ connectionString: databaseUrl })
+  await admin.connect()
+  t.teardown(() => admin.end())
+  await admin.query("INSERT INTO users (id) VALUES ('shutdown-user')")
+  // A second session holds the lock: pg_stat_activity is a snapshot inside a transaction.
+  const locker = new pg.Client({ connectionString: databaseUrl })
+  await locker.connect()
+  t.teardown(() => locker.end())
+
+  t.test('SIGTERM with 20 deliveries in flight: all answered 200, all committed, exit code 0', async (t) => {
+    const server = await spawnServer(t, process.execPath, ['--import=tsx', 'src/server.ts'], {
+      env: {
+        PATH: process.env.PATH,
+        ENVIRONMENT: 'production',
+        DATABASE_URL: databaseUrl,
+        WEBHOOK_SECRET: TEST_SECRET,
+        HOST: '127.0.0.1',
+        PORT: '0',
+        LOG_LEVEL: 'info',
+      },
+    })
+
+    // Holding the user row FOR UPDATE blocks every new job's foreign-key check: the deliveries are
+    // inside their transactions (or queued for a pool connection) when SIGTERM arrives.
+    await locker.query('BEGIN')
+    await locker.query("SELECT id FROM users WHERE id = 'shutdown-user' FOR UPDATE")
+
+    // Keep-alive sockets, as a real sender's HTTP client has: they must not hold the close open.
+    const agent = new Agent({ keepAliveTimeout: 60_000 })
+    t.teardown(() => agent.close())
+    const deliveries = Array.from({ length: DELIVERIES }, () => completedDelivery({ userId: 'shutdown-user', chapters: 3 }))
+    const answers = deliveries.map(async (delivery) => {
+      const body = JSON.stringify(delivery)
+      const response = await request(`${server.url}${BOOK_COMPLETION_PATH}`, {
+        method: 'POST', body, headers: signedHeaders(body), dispatcher: agent,
+      })
+      return { jobId: delivery.job_id, status: response.statusCode, body: await response.body.json() }
+    })
+
+    const waiting = await waitFor(async () => {
+      const { rows } = await admin.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity
+        WHERE datname = current_database() AND application_name = 'book-completion-webhook' AND wait_event_type = 'Lock'`)
+      return rows[0]!.n >= 10 ? rows[0]!.n : undefined
+    }, 5_000)
+    t.ok(waiting, `deliveries are blocked inside their transactions (${waiting} waiting on the lock)`)
+
+    const signalledAt = Date.now()
+    server.child.kill('SIGTERM')
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    const port = Number(new URL(server.url).port)
+    t.equal(await connectError(port), 'ECONNREFUSED', 'no new connections are accepted once closing')
+    t.equal(server.child.exitCode, null, 'the process waits for the in-flight deliveries')
+
+    await locker.query('COMMIT')
+    const settled = await Promise.all(answers)
+    t.same(settled.map((answer) => answer.status), Array(DELIVERIES).fill(200), 'every in-flight delivery is answered 200')
+
+    const code = await server.exited
+    const shutdownMs = Date.now() - signalledAt
+    t.equal(code, 0, 'exit code 0')
+    t.ok(shutdownMs < SHUTDOWN_GRACE_MS, `exited within the grace period (${shutdownMs} ms after SIGTERM)`)
+
+    const { rows } = await admin.query<{ id: string, status: string, books: number }>(`
+      SELECT j.id, j.status, (SELECT count(*)::int FROM books b WHERE b.job_id = j.id) AS books
+      FROM book_jobs j WHERE j.id = ANY($1)`, [settled.map((answer) => answer.jobId)])
+    t.equal(rows.length, DELIVERIES, 'every acknowledged job is committed')
+    t.ok(rows.every((row) => row.status === 'COMPLETED' && row.books === 1), 'each with its book')
+
+    const output = server.output()
+    t.match(output, /closing: finishing in-flight deliveries/)
+    t.notOk(output.includes(TEST_SECRET.slice('whsec_'.length)), 'the secret is not in the process output')
+  })
+}
+
+async function waitFor<T> (probe: () => Promise<T | undefined>, timeoutMs: number): Promise<T | undefined> {
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline) {
+    const value = await probe()
+    if (value !== undefined) return value
+    await new Promise((resolve) => setTimeout(resolve, 25))
+  }
+  return undefined
+}
+
+function connectError (port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1')
+    socket.once('connect', () => { socket.destroy(); resolve('connected') })
+    socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message))
+  })
+}

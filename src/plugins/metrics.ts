@@ -63,7 +63,7 @@ export default fp(async (app) => {
     duration.observe({ outcome }, reply.elapsedTime / 1000)
   })
 
-  app.get(METRICS_PATH, async (_request, reply) => {
+  app.get(METRICS_PATH, { schema: { hide: true } }, async (_request, reply) => {
     reply.type(registry.contentType)
     return registry.metrics()
   })

@@ -52,4 +52,16 @@ async function main (args: string[]): Promise<number> {
   }
 }
 
-process.exitCode = await main(process.argv.slice(2))
+/** A failed query's message holds its SQL and parameters (book text): print only the driver's code and message. */
+function describe (err: unknown): string {
+  const cause = (err as { cause?: unknown }).cause ?? err
+  const { code, message } = cause as { code?: unknown, message?: unknown }
+  return typeof code === 'string' ? `${code} ${String(message)}` : (err as Error).name
+}
+
+try {
+  process.exitCode = await main(process.argv.slice(2))
+} catch (err) {
+  process.stderr.write(`dead-letters failed: ${describe(err)}\n`)
+  process.exitCode = 1
+}

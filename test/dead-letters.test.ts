@@ -62,24 +62,30 @@ t.test('an undeliverable delivery is a 422 and a dead letter that holds no secre
   t.equal(await count(running, 'book_jobs'), 0, 'nothing else was written')
 })
 
-t.test('the CLI lists dead letters without their payloads', async (t) => {
+t.test('the CLI lists dead letters; replaying while the user is still missing writes nothing, not even a second dead letter', async (t) => {
   if (!(await requiresPostgres(t, 'the CLI connects to DATABASE_URL'))) return
-  const listed = await cli(['list'])
+  const brokenUrl = new URL(databaseUrl!)
+  brokenUrl.pathname = '/bcw_no_such_database'
+  // Independent invocations, run together (each CLI start costs a second or two of TypeScript loading).
+  const [listed, replay, failing] = await Promise.all([
+    cli(['list']),
+    cli(['replay', String(bookLetter.id)]),
+    cli(['replay', '--all'], { DATABASE_URL: brokenUrl.toString() }),
+  ])
   t.equal(listed.code, 0, listed.stderr)
   t.match(listed.stdout, new RegExp(`^${bookLetter.id}\\t.+\\tpending\\t${book.job_id}\\t${bookWebhookId}\\tuser "late-user" does not exist$`, 'm'))
   t.match(listed.stdout, new RegExp(`^${failureLetter.id}\\t.+\\tpending\\t${failure.job_id}\\t`, 'm'))
   t.match(listed.stdout, /2 dead letter\(s\), 2 pending/)
   t.notOk(listed.stdout.includes(book.book_data.chapters[0]!.content), 'no book text is printed')
-})
 
-t.test('replaying while the user is still missing writes nothing, not even a second dead letter', async (t) => {
-  if (!(await requiresPostgres(t, 'the CLI connects to DATABASE_URL'))) return
-  const replay = await cli(['replay', String(bookLetter.id)])
   t.equal(replay.code, 1)
   t.match(replay.stdout, new RegExp(`^${bookLetter.id}\\t${book.job_id}\\tstill_unapplicable\\tuser "late-user" does not exist$`, 'm'))
   t.equal((await letters()).length, 2, 'no second dead letter')
   t.equal((await letters())[0]!.replayed_at, null, 'still pending')
   t.equal(await count(running, 'book_jobs'), 0)
+
+  t.equal(failing.code, 1)
+  t.match(failing.stderr, /^dead-letters failed: 3D000 database "bcw_no_such_database" does not exist\n$/, 'a failure is one line: no stack, no SQL')
 })
 
 t.test('after the user is created, replay applies the delivery and marks it; replaying again changes nothing', async (t) => {
@@ -95,9 +101,8 @@ t.test('after the user is created, replay applies the delivery and marks it; rep
   t.equal(chapter?.content, book.book_data.chapters[0]!.content, 'the stored chapter is the one sent')
   t.not((await letters())[0]!.replayed_at, null, 'marked replayed')
 
-  const again = await cli(['replay', String(bookLetter.id)])
-  t.equal(again.code, 0)
-  t.match(again.stdout, /\talready_replayed$/m)
+  const again = await replayDeadLetter(running.app.db, bookLetter.id, { defaultUserId: undefined, fallbackToOldestUser: false, log: running.app.log })
+  t.equal(again.outcome, 'already_replayed')
   t.same(await jobRow(book.job_id), [job], 'job, book and chapters untouched (updated_at unchanged)')
 
   // The sender's own retry of the same delivery (same webhook-id) is now a duplicate.

@@ -5,8 +5,10 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { randomUUID } from 'node:crypto'
 import type { Config } from './config.ts'
 import { classifyDatabaseError, databaseUnavailable, HttpError } from './errors.ts'
+import type { DatabaseHandle } from './db/client.ts'
 import { loggerOptions } from './logger.ts'
 import databasePlugin from './plugins/database.ts'
+import openApiPlugin from './plugins/openapi.ts'
 import bookCompletionRoutes from './routes/book-completion.ts'
 import healthRoutes from './routes/health.ts'
 import { PayloadError } from './webhooks/payload.ts'
@@ -14,6 +16,8 @@ import { PayloadError } from './webhooks/payload.ts'
 export interface AppOptions {
   /** A pino logger to use instead of one built from the config (tests capture logs with it). */
   logger?: FastifyBaseLogger
+  /** An open database to use instead of opening one from the config (not closed by the app). */
+  database?: DatabaseHandle
 }
 
 /** Fastify's own 4xx errors, by code, with the contract's `error` names. */
@@ -44,7 +48,9 @@ export async function buildApp (config: Config, options: AppOptions = {}) {
   }).withTypeProvider<TypeBoxTypeProvider>()
 
   await app.register(helmet)
-  await app.register(databasePlugin, { config })
+  // Before the routes: it collects their schemas as they are added.
+  await app.register(openApiPlugin)
+  await app.register(databasePlugin, { config, shared: options.database })
 
   app.setErrorHandler((err: FastifyError, request, reply) => {
     const { statusCode, body, headers } = toResponse(err)

@@ -21,8 +21,11 @@ const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE
 // node-postgres reports a lost or unobtainable connection with these messages and no code.
 const POOL_MESSAGES = /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Cannot use a pool after calling end|connection timeout|Query read timeout/i
 
-/** SQLSTATEs that mean the text could not be stored (NUL, invalid encoding): the sender's fault. */
-const UNSTORABLE_SQLSTATE = new Set(['22P05', '22021', '54001'])
+/**
+ * Class 22 (data exception: NUL in text or jsonb, invalid encoding, a date or number out of range)
+ * and 54001 (nesting too deep) come from the values the sender sent: a 400, never a 500.
+ */
+const UNSTORABLE_SQLSTATE = /^(22|54001)/
 
 export type DatabaseFailure = 'unavailable' | 'unstorable' | 'other'
 
@@ -34,7 +37,7 @@ export function classifyDatabaseError (err: unknown): { failure: DatabaseFailure
   for (let current: unknown = err, depth = 0; current && depth < 5; current = (current as { cause?: unknown }).cause, depth++) {
     const { code, message } = current as { code?: unknown, message?: unknown }
     if (typeof code === 'string') {
-      if (UNSTORABLE_SQLSTATE.has(code)) return { failure: 'unstorable', code }
+      if (UNSTORABLE_SQLSTATE.test(code)) return { failure: 'unstorable', code }
       if (NETWORK_CODES.has(code) || RETRYABLE_SQLSTATE.test(code)) return { failure: 'unavailable', code }
     }
     // A DrizzleQueryError's message is the SQL and its parameters (book text): never match on it.

@@ -1,3 +1,4 @@
+import type { AddressInfo } from 'node:net'
 import closeWithGrace from 'close-with-grace'
 import { buildApp } from './app.ts'
 import { BOOK_COMPLETION_PATH } from './routes/book-completion.ts'
@@ -30,9 +31,10 @@ async function main (): Promise<void> {
   })
 
   await app.listen({ port: config.port, host: config.host })
+  const { port } = app.server.address() as AddressInfo
   const shownHost = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host
   app.log.info({ environment: config.environment, database: config.databaseUrl ? 'postgres' : 'embedded' },
-    `webhook endpoint: POST http://${shownHost}:${config.port}${BOOK_COMPLETION_PATH}`)
+    `webhook endpoint: POST http://${shownHost}:${port}${BOOK_COMPLETION_PATH}`)
 }
 
 await main()

@@ -6,9 +6,11 @@ import pino from 'pino'
 import { Webhook } from 'standardwebhooks'
 import { request } from 'undici'
 import { buildApp } from '../src/app.ts'
-import { loadConfig, type Config } from '../src/config.ts'
+import { loadConfig, secretToKey, type Config } from '../src/config.ts'
+import { openDatabase, type DatabaseHandle } from '../src/db/client.ts'
 import { migratePostgres } from '../src/db/migrations.ts'
 import { BOOK_COMPLETION_PATH } from '../src/routes/book-completion.ts'
+import { sign } from '../src/webhooks/signature.ts'
 
 import type { Test } from 'tap'
 
@@ -57,12 +59,26 @@ async function adminQuery (text: string): Promise<void> {
   }
 }
 
+/** Embedded databases standing in for a server, by the pseudo-URL freshDatabase gave out. */
+const embeddedDatabases = new Map<string, DatabaseHandle>()
+const EMBEDDED_SCHEME = 'embedded:'
+
 /**
- * A fresh, migrated database for this test file, dropped at its end. Returns its URL, or
- * undefined when no server answers (then each app gets its own in-memory PGlite).
+ * A fresh, migrated database for this test file, dropped at its end, by URL. Where no server
+ * answers, an in-memory PGlite shared by every app of the file, named by an `embedded:` URL
+ * that startApp recognises.
  */
 export async function freshDatabase (t: Test): Promise<string | undefined> {
-  if (!(await postgresAvailable())) return undefined
+  if (!(await postgresAvailable())) {
+    const name = `${EMBEDDED_SCHEME}${randomUUID()}`
+    const handle = await openDatabase({ dataDir: 'memory://' }, pino({ level: 'silent' }))
+    embeddedDatabases.set(name, handle)
+    t.teardown(async () => {
+      embeddedDatabases.delete(name)
+      await handle.close()
+    })
+    return name
+  }
   const name = `bcw_test_${randomUUID().replaceAll('-', '')}`
   await adminQuery(`CREATE DATABASE ${name}`)
   t.teardown(() => adminQuery(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`))
@@ -104,7 +120,8 @@ export async function startApp (t: Test, config: Config): Promise<RunningApp> {
     },
   })
   const logger = pino({ level: config.logLevel }, stream)
-  const app = await buildApp(config, { logger })
+  const embedded = config.databaseUrl?.startsWith(EMBEDDED_SCHEME) ? embeddedDatabases.get(config.databaseUrl) : undefined
+  const app = await buildApp(embedded ? { ...config, databaseUrl: undefined } : config, embedded ? { logger, database: embedded } : { logger })
   t.teardown(() => app.close())
   const address = await app.listen({ port: 0, host: '127.0.0.1' })
   return {
@@ -127,6 +144,18 @@ export function signedHeaders (body: string, options: { secret?: string, id?: st
     'webhook-id': id,
     'webhook-timestamp': String(Math.floor(at.getTime() / 1000)),
     'webhook-signature': signature,
+  }
+}
+
+/** Headers for exact bytes (invalid UTF-8 included), signed with node:crypto over those bytes. */
+export function signedBytesHeaders (body: Buffer, secret = TEST_SECRET): Record<string, string> {
+  const id = `msg_${randomUUID()}`
+  const timestamp = Math.floor(Date.now() / 1000)
+  return {
+    'content-type': 'application/json',
+    'webhook-id': id,
+    'webhook-timestamp': String(timestamp),
+    'webhook-signature': sign(secretToKey(secret), id, timestamp, body),
   }
 }
 

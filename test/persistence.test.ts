@@ -47,6 +47,11 @@ t.test('a completed delivery creates the job, the book and its chapters byte for
     t.ok(Buffer.from(chapter.content, 'utf8').equals(Buffer.from(sent.content, 'utf8')), `chapter ${i + 1} content is byte-identical`)
     t.equal(chapter.word_count, sent.content.match(/\S+/g)!.length, 'chapters.word_count is counted by the service')
   })
+
+  const lines = running.logs.filter((line) => line.msg === 'delivery' && line.jobId === delivery.job_id)
+  t.equal(lines.length, 1, 'one log line per delivery')
+  t.match(lines[0], { outcome: 'book_created', chapters: 10, processingTimeMs: Number })
+  t.notOk(running.rawLogs().includes(delivery.book_data.chapters[0]!.content.slice(0, 40)), 'no book content in the logs')
 })
 
 t.test('a re-delivery updates the same book and replaces its chapters (10 → 3, then 3 → 5)', async (t) => {

@@ -21,6 +21,13 @@ export const DeliveryAcceptedSchema = Type.Object({
   processingTimeMs: Type.Number(),
 })
 
+/** Documented here for OpenAPI; checked by the content-type parser on the raw bytes, before any schema. */
+export const SignatureHeadersSchema = Type.Object({
+  'webhook-id': Type.Optional(Type.String({ description: 'Unique id of this delivery; the same on every retry of it' })),
+  'webhook-timestamp': Type.Optional(Type.String({ description: 'Unix seconds of this send (not of the event)' })),
+  'webhook-signature': Type.Optional(Type.String({ description: 'Space-separated `v1,<base64 HMAC-SHA256>` entries' })),
+})
+
 export const ErrorSchema = Type.Object({
   error: Type.String(),
   message: Type.Optional(Type.String()),
@@ -87,6 +94,12 @@ const bookCompletionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = asyn
 
   app.post(BOOK_COMPLETION_PATH, {
     schema: {
+      summary: 'Deliver a finished (or failed) book',
+      description: 'Standard Webhooks: the three webhook-* headers sign `<webhook-id>.<webhook-timestamp>.<raw body>` ' +
+        '(HMAC-SHA256 with WEBHOOK_SECRET); required outside development. Retry 5xx (503 carries Retry-After), timeouts and ' +
+        'connection errors with the same webhook-id; never retry a 4xx. 422: the delivery was kept as a dead letter.',
+      tags: ['webhooks'],
+      headers: SignatureHeadersSchema,
       body: DeliverySchema,
       response: {
         200: DeliveryAcceptedSchema,

@@ -237,8 +237,9 @@ export function invalidDelivery (jobIds: readonly string[]): fc.Arbitrary<Invali
         return { kind: mutation, body: m % 2 === 0 ? body.replace(/^{/, `{${pick(PROTO_KEYS, n)},`) : body.replace('"book_data":{', `"book_data":{${pick(PROTO_KEYS, n)},`) }
       }
       case 'truncated_json': {
-        const body = JSON.stringify(delivery)
-        return { kind: mutation, body: Array.from(body).slice(0, n % body.length).join('') }
+        // A strict prefix (in code points) of a JSON object is never valid JSON.
+        const chars = Array.from(JSON.stringify(delivery))
+        return { kind: mutation, body: chars.slice(0, n % chars.length).join('') }
       }
       case 'not_an_object':
         return { kind: mutation, body: pick(NOT_OBJECTS, n) }

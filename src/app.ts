@@ -37,6 +37,13 @@ export async function buildApp (config: Config, options: AppOptions = {}) {
     // One line per delivery is written by the route itself.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: config.bodyLimitBytes,
+    // Fastify disables Node's request timeout by default: a client trickling a body would hold its
+    // socket and buffer forever. Node enforces it every connectionsCheckingInterval (default 30 s).
+    requestTimeout: config.requestTimeoutMs,
+    http: {
+      headersTimeout: Math.min(60_000, config.requestTimeoutMs),
+      connectionsCheckingInterval: Math.min(30_000, Math.ceil(config.requestTimeoutMs / 4)),
+    },
     requestIdHeader: 'webhook-id',
     genReqId: () => randomUUID(),
     ajv: { customOptions: { coerceTypes: false } },

@@ -15,6 +15,7 @@ export const EnvSchema = Type.Object({
   WEBHOOK_TOLERANCE_SECONDS: Type.Integer({ minimum: 1, default: 300 }),
   DEFAULT_USER_ID: Type.Optional(Type.String({ minLength: 1, maxLength: 255 })),
   BODY_LIMIT_BYTES: Type.Integer({ minimum: 1024, default: 10 * 1024 * 1024 }),
+  REQUEST_TIMEOUT_SECONDS: Type.Integer({ minimum: 1, default: 60 }),
   LOG_LEVEL: Type.Union(
     ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) => Type.Literal(level)),
     { default: 'info' }
@@ -89,6 +90,8 @@ export function loadConfig (source: NodeJS.ProcessEnv = process.env) {
     toleranceSeconds: checked.WEBHOOK_TOLERANCE_SECONDS,
     defaultUserId: checked.DEFAULT_USER_ID,
     bodyLimitBytes: checked.BODY_LIMIT_BYTES,
+    /** Longest a client may take to send one whole request (a slow body is cut off with 408). */
+    requestTimeoutMs: checked.REQUEST_TIMEOUT_SECONDS * 1000,
     logLevel: checked.LOG_LEVEL,
   }
 }

@@ -5,6 +5,7 @@ import { Type } from 'typebox'
 import type { Config } from '../config.ts'
 import { HttpError } from '../errors.ts'
 import { applyDelivery, type DeliveryOutcome } from '../webhooks/deliver.ts'
+import { checkJsonStructure } from '../webhooks/json-structure.ts'
 import { checkDeliveryRules, DeliverySchema, findUnstorableText } from '../webhooks/payload.ts'
 import { hasSignatureHeaders, SignatureError, verifySignature } from '../webhooks/signature.ts'
 
@@ -66,6 +67,8 @@ const bookCompletionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = asyn
       authenticate(request, body as Buffer)
       // The signature library world turns invalid UTF-8 into U+FFFD; we refuse it outright.
       if (!isUtf8(body as Buffer)) throw new HttpError(400, 'invalid_encoding', 'the body is not valid UTF-8')
+      const structureError = checkJsonStructure(body as Buffer)
+      if (structureError) throw structureError
     } catch (err) {
       done(err as Error, undefined)
       return

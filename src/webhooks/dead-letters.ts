@@ -1,0 +1,116 @@
+import { sql } from 'drizzle-orm'
+import { Value } from 'typebox/value'
+import type { Database } from '../db/client.ts'
+import { applyDelivery, type DeliveryContext, type DeliveryOutcome } from './deliver.ts'
+import { checkDeliveryRules, DeliverySchema, findUnstorableText, PayloadError, type Delivery } from './payload.ts'
+
+/**
+ * Dead letters you can act on: list them, and replay a stored delivery through `applyDelivery`
+ * (the route's own code path) once whatever was missing (usually the user) exists.
+ */
+
+export interface DeadLetterSummary {
+  id: number
+  webhookId: string | null
+  jobId: string | null
+  reason: string
+  receivedAt: string
+  replayedAt: string | null
+}
+
+export type ReplayOutcome =
+  | Exclude<DeliveryOutcome, 'dead_lettered'> // applied (or found already applied): marked replayed
+  | 'already_replayed' // replayed before: nothing done
+  | 'not_found'
+  | 'still_unapplicable' // still no user to own the job: nothing written, stays pending
+  | 'invalid_payload' // the stored payload no longer passes validation: stays pending
+
+export interface ReplayResult {
+  id: number
+  jobId: string | null
+  outcome: ReplayOutcome
+  reason?: string
+}
+
+export type ReplayContext = Omit<DeliveryContext, 'webhookId'>
+
+interface LetterRow { id: number, webhook_id: string | null, job_id: string | null, payload: unknown, replayed_at: string | null }
+
+type Rows<T> = { rows: T[] }
+
+/** Oldest first; payloads are not listed (they hold book text). */
+export async function listDeadLetters (db: Database, options: { pendingOnly?: boolean } = {}): Promise<DeadLetterSummary[]> {
+  const result = await db.execute(sql`
+    SELECT id::int AS id, webhook_id, job_id, reason, received_at::text AS received_at, replayed_at::text AS replayed_at
+    FROM webhook_dead_letters
+    WHERE ${options.pendingOnly ? sql`replayed_at IS NULL` : sql`true`}
+    ORDER BY id`) as unknown as Rows<{ id: number, webhook_id: string | null, job_id: string | null, reason: string, received_at: string, replayed_at: string | null }>
+  return result.rows.map((row) => ({
+    id: row.id,
+    webhookId: row.webhook_id,
+    jobId: row.job_id,
+    reason: row.reason,
+    receivedAt: row.received_at,
+    replayedAt: row.replayed_at,
+  }))
+}
+
+class StillUnapplicable extends Error {}
+
+/**
+ * Re-applies one dead letter and marks it replayed, in one transaction: the letter's row lock
+ * makes concurrent replays of it apply once, and a replay that still cannot be applied is rolled
+ * back to a savepoint, so it writes no second dead letter and leaves this one pending. The stored
+ * webhook-id is reused: a later retry of the same delivery by the sender is then a duplicate.
+ */
+export async function replayDeadLetter (db: Database, id: number, context: ReplayContext): Promise<ReplayResult> {
+  return db.transaction(async (tx) => {
+    const { rows: [letter] } = await tx.execute(sql`
+      SELECT id::int AS id, webhook_id, job_id, payload, replayed_at::text AS replayed_at
+      FROM webhook_dead_letters WHERE id = ${id} FOR UPDATE`) as unknown as Rows<LetterRow>
+    if (!letter) return { id, jobId: null, outcome: 'not_found' }
+    if (letter.replayed_at !== null) return { id, jobId: letter.job_id, outcome: 'already_replayed' }
+
+    const invalid = validateStored(letter.payload)
+    if (invalid) return { id, jobId: letter.job_id, outcome: 'invalid_payload', reason: invalid }
+    const delivery = letter.payload as Delivery
+
+    let applied
+    try {
+      applied = await tx.transaction(async (savepoint) => {
+        const result = await applyDelivery(savepoint, delivery, { ...context, webhookId: letter.webhook_id ?? undefined })
+        if (result.outcome === 'dead_lettered') throw new StillUnapplicable(result.reason)
+        return result
+      })
+    } catch (err) {
+      if (err instanceof StillUnapplicable) return { id, jobId: letter.job_id, outcome: 'still_unapplicable', reason: err.message }
+      throw err
+    }
+    await tx.execute(sql`UPDATE webhook_dead_letters SET replayed_at = now() WHERE id = ${id}`)
+    return { id, jobId: letter.job_id, outcome: applied.outcome as ReplayResult['outcome'] }
+  })
+}
+
+/** Every pending dead letter, oldest first, each in its own transaction. */
+export async function replayAllDeadLetters (db: Database, context: ReplayContext): Promise<ReplayResult[]> {
+  const results: ReplayResult[] = []
+  for (const letter of await listDeadLetters(db, { pendingOnly: true })) {
+    results.push(await replayDeadLetter(db, letter.id, context))
+  }
+  return results
+}
+
+/** The checks the route made before the delivery was stored, made again on what is stored now. */
+function validateStored (payload: unknown): string | undefined {
+  if (!Value.Check(DeliverySchema, payload)) {
+    const [first] = Value.Errors(DeliverySchema, payload)
+    return `${first?.instancePath || 'payload'}: ${first?.message ?? 'does not match the delivery schema'}`
+  }
+  try {
+    checkDeliveryRules(payload)
+  } catch (err) {
+    if (err instanceof PayloadError) return err.message
+    throw err
+  }
+  return findUnstorableText(payload)?.message
+}

@@ -1,0 +1,143 @@
+import { sql } from 'drizzle-orm'
+import t from 'tap'
+import { completedDelivery, failedDelivery } from './fixtures.ts'
+import { createUser, freshDatabase, snapshot, startApp, testConfig } from './helper.ts'
+import { deliverBytes } from './support/leaks.ts'
+
+/**
+ * Replay protection beyond the timestamp: a delivery whose webhook-id was the last one applied to
+ * its job is answered 200 and rewrites nothing, even re-signed with a fresh timestamp inside the
+ * tolerance window (what a captured request replayed by an attacker, or a sender's retry, looks like).
+ */
+const running = await startApp(t, testConfig(await freshDatabase(t)))
+await createUser(running, 'replay-user')
+
+/** Everything a rewrite would touch, updated_at and every chapter row included. */
+async function state (jobId: string) {
+  const [job] = await running.query(sql`SELECT *, updated_at::text AS updated_exact FROM book_jobs WHERE id = ${jobId}`)
+  const [book] = await running.query(sql`SELECT *, updated_at::text AS updated_exact FROM books WHERE job_id = ${jobId}`)
+  const chapters = await running.query(sql`
+    SELECT c.* FROM chapters c JOIN books b ON b.id = c.book_id WHERE b.job_id = ${jobId} ORDER BY c.position`)
+  return { job, book, chapters }
+}
+
+const outcomes = (jobId: string) => running.logs.filter((line) => line.msg === 'delivery' && line.jobId === jobId).map((line) => line.outcome)
+
+t.test('the same webhook-id, re-signed with a fresh timestamp inside the window, changes nothing', async (t) => {
+  const delivery = completedDelivery({ userId: 'replay-user', chapters: 3 })
+  const body = JSON.stringify(delivery)
+  const first = await deliverBytes(running.endpoint, body, { at: Math.floor(Date.now() / 1000) - 200 })
+  t.equal(first.status, 200)
+  t.equal(first.body.created, true)
+  const before = await state(delivery.job_id)
+  const counts = await snapshot(running)
+  // now() inside a later transaction would differ: wait so any rewrite shows in updated_at.
+  await new Promise((resolve) => setTimeout(resolve, 20))
+
+  const replayed = await deliverBytes(running.endpoint, body, { id: first.id })
+  t.equal(replayed.status, 200)
+  t.match(replayed.body, { success: true, jobId: delivery.job_id, bookId: first.body.bookId, created: false, chaptersCreated: 3, wordCount: 15000 })
+  t.same(await state(delivery.job_id), before, 'job, book and chapters unchanged, updated_at included')
+  t.same(await snapshot(running), counts)
+  t.same(outcomes(delivery.job_id), ['book_created', 'duplicate_ignored'])
+})
+
+t.test('the exact captured request (same timestamp and signature) replayed in the window changes nothing', async (t) => {
+  const delivery = completedDelivery({ userId: 'replay-user', chapters: 2 })
+  const at = Math.floor(Date.now() / 1000)
+  const first = await deliverBytes(running.endpoint, JSON.stringify(delivery), { at })
+  const before = await state(delivery.job_id)
+  await new Promise((resolve) => setTimeout(resolve, 20))
+  const replayed = await deliverBytes(running.endpoint, JSON.stringify(delivery), { at, id: first.id })
+  t.equal(replayed.status, 200)
+  t.equal(replayed.body.created, false)
+  t.same(await state(delivery.job_id), before)
+})
+
+t.test('a changed body under an already applied webhook-id is ignored too', async (t) => {
+  const delivery = completedDelivery({ userId: 'replay-user', chapters: 2 })
+  const first = await deliverBytes(running.endpoint, JSON.stringify(delivery))
+  const before = await state(delivery.job_id)
+  const altered = completedDelivery({ jobId: delivery.job_id, userId: 'replay-user', chapters: 5 })
+  altered.book_data.book_title = 'Titre remplacé'
+  const replayed = await deliverBytes(running.endpoint, JSON.stringify(altered), { id: first.id })
+  t.equal(replayed.status, 200)
+  t.match(replayed.body, { created: false, chaptersCreated: 2 })
+  t.same(await state(delivery.job_id), before)
+})
+
+t.test('a replayed failure does not touch the job again', async (t) => {
+  const jobId = `replay-failed-${Date.now()}`
+  const body = JSON.stringify(failedDelivery(jobId, 'first failure', 'replay-user'))
+  const first = await deliverBytes(running.endpoint, body)
+  const before = await state(jobId)
+  await new Promise((resolve) => setTimeout(resolve, 20))
+  const replayed = await deliverBytes(running.endpoint, body, { id: first.id })
+  t.equal(replayed.status, 200)
+  t.match(replayed.body, { created: false, bookId: null })
+  t.same(await state(jobId), before)
+  t.same(outcomes(jobId), ['job_failed', 'duplicate_ignored'])
+})
+
+t.test('an older webhook-id (not the last applied) replayed: the older generated_at keeps it from rewriting', async (t) => {
+  const older = completedDelivery({ userId: 'replay-user', chapters: 2, generatedAt: '2025-10-20T09:00:00.000Z' })
+  const newer = completedDelivery({ jobId: older.job_id, userId: 'replay-user', chapters: 4, generatedAt: '2025-10-20T10:00:00.000Z' })
+  const first = await deliverBytes(running.endpoint, JSON.stringify(older))
+  await deliverBytes(running.endpoint, JSON.stringify(newer))
+  const before = await state(older.job_id)
+  await new Promise((resolve) => setTimeout(resolve, 20))
+  const replayed = await deliverBytes(running.endpoint, JSON.stringify(older), { id: first.id })
+  t.equal(replayed.status, 200)
+  t.match(replayed.body, { created: false, chaptersCreated: 4 })
+  t.same(await state(older.job_id), before)
+  t.same(outcomes(older.job_id), ['book_created', 'book_updated', 'stale_ignored'])
+})
+
+t.test('a new webhook-id with newer content is applied (protection does not block real updates)', async (t) => {
+  const delivery = completedDelivery({ userId: 'replay-user', chapters: 2, generatedAt: '2025-10-20T09:00:00.000Z' })
+  await deliverBytes(running.endpoint, JSON.stringify(delivery))
+  const before = await state(delivery.job_id)
+  await new Promise((resolve) => setTimeout(resolve, 20))
+  const update = completedDelivery({ jobId: delivery.job_id, userId: 'replay-user', chapters: 3, generatedAt: '2025-10-20T11:00:00.000Z' })
+  const answer = await deliverBytes(running.endpoint, JSON.stringify(update))
+  t.equal(answer.status, 200)
+  const after = await state(delivery.job_id)
+  t.not(after.book?.updated_exact, before.book?.updated_exact, 'updated_at moves when something is rewritten')
+  t.equal(after.chapters.length, 3)
+})
+
+t.test('outside the tolerance window a replay is refused before anything is read', async (t) => {
+  const delivery = completedDelivery({ userId: 'replay-user' })
+  const first = await deliverBytes(running.endpoint, JSON.stringify(delivery))
+  const counts = await snapshot(running)
+  const stale = await deliverBytes(running.endpoint, JSON.stringify(delivery), { id: first.id, at: Math.floor(Date.now() / 1000) - 301 })
+  t.equal(stale.status, 401)
+  t.same(stale.body, { error: 'invalid_signature', message: 'webhook-timestamp is too old' })
+  t.same(await snapshot(running), counts)
+})
+
+// Known gap, kept visible: core remembers only the LAST webhook-id applied to a job
+// (book_jobs.last_webhook_id), so an earlier, already applied id re-sent after another delivery
+// is applied again. Fixing it needs every applied id kept (a table keyed by webhook-id) in
+// deliver.ts's transaction. These assert the issue's rule; they fail today, hence `todo`.
+const GAP = 'core keeps only the last applied webhook-id per job (book_jobs.last_webhook_id)'
+
+t.test('an earlier applied failure re-sent after a later one does not bring its error back', { todo: GAP }, async (t) => {
+  const jobId = `replay-gap-failed-${Date.now()}`
+  const first = await deliverBytes(running.endpoint, JSON.stringify(failedDelivery(jobId, 'first error', 'replay-user')))
+  await deliverBytes(running.endpoint, JSON.stringify(failedDelivery(jobId, 'second error', 'replay-user')))
+  const before = await state(jobId)
+  await new Promise((resolve) => setTimeout(resolve, 20))
+  await deliverBytes(running.endpoint, JSON.stringify(failedDelivery(jobId, 'first error', 'replay-user')), { id: first.id })
+  t.same(await state(jobId), before)
+})
+
+t.test('an earlier applied book re-sent after a later one with the same generated_at does not replace it', { todo: GAP }, async (t) => {
+  const earlier = completedDelivery({ userId: 'replay-user', chapters: 2, generatedAt: '2025-10-20T10:00:00.000Z' })
+  const later = completedDelivery({ jobId: earlier.job_id, userId: 'replay-user', chapters: 3, generatedAt: '2025-10-20T10:00:00.000Z' })
+  const first = await deliverBytes(running.endpoint, JSON.stringify(earlier))
+  await deliverBytes(running.endpoint, JSON.stringify(later))
+  const before = await state(earlier.job_id)
+  await deliverBytes(running.endpoint, JSON.stringify(earlier), { id: first.id })
+  t.same(await state(earlier.job_id), before)
+})

@@ -101,6 +101,7 @@ const bookCompletionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = asyn
       webhookId: request.headers['webhook-id'] as string | undefined,
       defaultUserId: config.defaultUserId,
       fallbackToOldestUser: development,
+      preparedStatements: config.preparedStatements,
       log: request.log,
     })
     const processingTimeMs = Math.round(reply.elapsedTime * 100) / 100

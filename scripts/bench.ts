@@ -29,6 +29,8 @@ const HELP = `npm run bench -- [options]
   --duration S              measured seconds (default 10), after --warmup S (default 3)
   --replicas N              service processes behind the same database (default 1)
   --pgbouncer               connect the service through PgBouncer (transaction pooling)
+  --socket DIR              connect the service to Postgres over its Unix socket in DIR
+                            (e.g. /var/run/postgresql) instead of TCP loopback
   --skip-floor              do not run pgbench (the floor runs by default)
   --floor-protocol P        pgbench -M: prepared (default), extended or simple
   --profile                 run the service with node --cpu-prof and print its top self time
@@ -46,6 +48,7 @@ const { values: args } = parseArgs({
     warmup: { type: 'string', default: '3' },
     replicas: { type: 'string', default: '1' },
     pgbouncer: { type: 'boolean', default: false },
+    socket: { type: 'string' },
     'skip-floor': { type: 'boolean', default: false },
     'floor-protocol': { type: 'string', default: 'prepared' },
     profile: { type: 'boolean', default: false },
@@ -236,7 +239,7 @@ async function main (): Promise<void> {
   const services: RunningService[] = []
   try {
     if (args.pgbouncer) pgbouncer = await startPgbouncer(database.url)
-    const serviceUrl = pgbouncer ? pgbouncer.urlFor(database.url) : database.url
+    const serviceUrl = pgbouncer ? pgbouncer.urlFor(database.url) : args.socket ? viaSocket(database.url, args.socket) : database.url
     const profileDir = join(workDir, 'profiles')
     for (let i = 0; i < replicaCount; i++) {
       services.push(await startService({
@@ -256,7 +259,7 @@ async function main (): Promise<void> {
     const warm = await drive(urls, warmupDeliveries, warmupSeconds, acknowledged)
     const warmupSent = Math.min(warm.requests, warmupDeliveries.length) + connections
     warmupDeliveries.length = 0
-    const needed = Math.ceil(Math.max(warm.rps, 1) * durationSeconds * 1.5) + connections * 2
+    const needed = Math.ceil(Math.max(warm.rps, 1) * durationSeconds * 2) + connections * 4
     const deliveries = presign(Math.min(maxPresigned, needed), makeBody, redeliverJobId)
 
     const loadAtStart = loadSnapshot()
@@ -309,6 +312,7 @@ async function main (): Promise<void> {
       connections,
       replicas: replicaCount,
       pgbouncer: pgbouncer ? pgbouncer.version : false,
+      transport: pgbouncer ? 'pgbouncer' : args.socket ? 'unix' : 'tcp',
       seconds: run.seconds,
       deliveries: delivered,
       rps: round(run.rps, 1),
@@ -337,7 +341,7 @@ async function main (): Promise<void> {
     process.stdout.write('\n')
     printTable([
       ['mode / book', `${mode}, ${chapterCount} chapters, ${(bodyBytes / 1000).toFixed(1)} KB body`],
-      ['setup', `${replicaCount} replica(s), ${connections} connections${pgbouncer ? `, through PgBouncer ${pgbouncer.version}` : ''}`],
+      ['setup', `${replicaCount} replica(s), ${connections} connections, ${pgbouncer ? `through PgBouncer ${pgbouncer.version}` : args.socket ? `Unix socket ${args.socket}` : 'TCP loopback'} to Postgres`],
       ['deliveries', `${delivered} in ${run.seconds} s (warm-up ${warm.ok} in ${warm.seconds} s)`],
       ['throughput', `${summary.rps} deliveries/s`],
       ['latency', `p50 ${run.p50} ms, p99 ${run.p99} ms`],
@@ -365,6 +369,13 @@ async function main (): Promise<void> {
     await database.drop()
     rmSync(workDir, { recursive: true, force: true })
   }
+}
+
+/** node-postgres reads a `host` query parameter that is a directory as a Unix socket. */
+function viaSocket (url: string, directory: string): string {
+  const through = new URL(url)
+  through.searchParams.set('host', directory)
+  return through.toString()
 }
 
 function round (value: number, digits: number): number {

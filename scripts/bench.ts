@@ -34,6 +34,7 @@ const HELP = `npm run bench -- [options]
   --skip-floor              do not run pgbench (the floor runs by default)
   --floor-protocol P        pgbench -M: prepared (default), extended or simple
   --profile                 run the service with node --cpu-prof and print its top self time
+  --profile-dir DIR         keep the .cpuprofile files there (default: a temporary directory)
   --dev-start               also time a development start on a fresh embedded database
   --skip-build              use dist/ as it is
   --env K=V                 extra environment for the service (repeatable)`
@@ -52,6 +53,7 @@ const { values: args } = parseArgs({
     'skip-floor': { type: 'boolean', default: false },
     'floor-protocol': { type: 'string', default: 'prepared' },
     profile: { type: 'boolean', default: false },
+    'profile-dir': { type: 'string' },
     'dev-start': { type: 'boolean', default: false },
     'skip-build': { type: 'boolean', default: false },
     env: { type: 'string', multiple: true, default: [] },
@@ -240,7 +242,7 @@ async function main (): Promise<void> {
   try {
     if (args.pgbouncer) pgbouncer = await startPgbouncer(database.url)
     const serviceUrl = pgbouncer ? pgbouncer.urlFor(database.url) : args.socket ? viaSocket(database.url, args.socket) : database.url
-    const profileDir = join(workDir, 'profiles')
+    const profileDir = args['profile-dir'] ?? join(workDir, 'profiles')
     for (let i = 0; i < replicaCount; i++) {
       services.push(await startService({
         command: [process.execPath, ...(args.profile ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []), 'dist/server.js'],
@@ -284,7 +286,7 @@ async function main (): Promise<void> {
     await Promise.all(services.map((service) => service.stop()))
     let profile: ReturnType<typeof topSelfTime> | undefined
     if (args.profile) {
-      const [file] = readdirSync(profileDir).filter((name) => name.endsWith('.cpuprofile'))
+      const [file] = readdirSync(profileDir).filter((name) => name.endsWith('.cpuprofile')).sort().reverse()
       if (file) profile = topSelfTime(join(profileDir, file))
     }
 

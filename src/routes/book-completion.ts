@@ -5,7 +5,7 @@ import { Type } from 'typebox'
 import type { Config } from '../config.ts'
 import { HttpError } from '../errors.ts'
 import { applyDelivery } from '../webhooks/deliver.ts'
-import { checkDeliveryRules, DeliverySchema, findUnstorableText } from '../webhooks/payload.ts'
+import { checkDeliveryRules, DeliverySchema, findUnstorableText, mayHoldUnstorableText } from '../webhooks/payload.ts'
 import { hasSignatureHeaders, SignatureError, verifySignature } from '../webhooks/signature.ts'
 
 export const BOOK_COMPLETION_PATH = '/api/webhooks/book-completion'
@@ -29,6 +29,8 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** False for a development request that carried no signature headers. */
     signatureVerified: boolean
+    /** False when the raw body proves there is no text Postgres cannot store (see payload.ts). */
+    mayHoldUnstorableText: boolean
   }
 }
 
@@ -41,6 +43,7 @@ const bookCompletionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = asyn
   const parseJson = app.getDefaultJsonParser('error', 'error')
 
   app.decorateRequest('signatureVerified', false)
+  app.decorateRequest('mayHoldUnstorableText', true)
 
   // Checked before the body is read, so a wrong type costs nothing (and a missing one is 415 too).
   app.addHook('onRequest', async (request) => {
@@ -56,6 +59,7 @@ const bookCompletionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = asyn
       authenticate(request, body as Buffer)
       // The signature library world turns invalid UTF-8 into U+FFFD; we refuse it outright.
       if (!isUtf8(body as Buffer)) throw new HttpError(400, 'invalid_encoding', 'the body is not valid UTF-8')
+      request.mayHoldUnstorableText = mayHoldUnstorableText(body as Buffer)
     } catch (err) {
       done(err as Error, undefined)
       return
@@ -94,7 +98,7 @@ const bookCompletionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = asyn
   }, async (request, reply) => {
     const delivery = request.body
     checkDeliveryRules(delivery)
-    const unstorable = findUnstorableText(delivery)
+    const unstorable = request.mayHoldUnstorableText ? findUnstorableText(delivery) : undefined
     if (unstorable) throw unstorable
 
     const result = await applyDelivery(app.db, delivery, {

@@ -98,6 +98,24 @@ export function toTimestamptz (value: string): string {
 }
 
 /**
+ * A cheap look at the raw body that proves `findUnstorableText` would find nothing, so a 94 KB
+ * book is not walked string by string. From valid UTF-8 JSON, U+0000 and lone surrogates can only
+ * come from `\u0000` and `\uD800`–`\uDFFF` escapes (raw control characters are not JSON, and
+ * isUtf8 refuses encoded surrogates), and nesting needs at least as many `{`/`[` as levels.
+ * True means "walk it": an escaped backslash or brackets in text only cost the walk.
+ */
+export function mayHoldUnstorableText (raw: Buffer): boolean {
+  if (raw.includes('\\u0000') || raw.includes('\\ud') || raw.includes('\\uD')) return true
+  let openings = 0
+  for (const bracket of [0x7b, 0x5b]) {
+    for (let at = raw.indexOf(bracket); at !== -1; at = raw.indexOf(bracket, at + 1)) {
+      if (++openings >= LIMITS.nestingDepth) return true
+    }
+  }
+  return false
+}
+
+/**
  * Postgres cannot store U+0000 in text or jsonb, and a lone UTF-16 surrogate (from a `\ud800`
  * escape) would be silently replaced on the way in. Walks the whole parsed body, unknown fields
  * included (a dead letter stores them), iteratively so hostile nesting cannot overflow the stack.

@@ -22,7 +22,10 @@ import { topSelfTime } from './bench/profile.ts'
 import { startService, type RunningService } from './bench/service.ts'
 
 const HELP = `npm run bench -- [options]
-  --mode create|redeliver   a new job per request (default), or one job over and over
+  --mode create|redeliver|retry
+                            create: a new job per request (default); redeliver: one job over and
+                            over, each with a new webhook-id (the full write path, serialised on
+                            the job's row lock); retry: one job, one webhook-id (a sender's retries)
   --size 10k|94k|1m|10m     book preset: 1, 10, 100, 100 chapters (default 94k)
   --chapters N              override the preset's chapter count
   --connections N           concurrent HTTP connections (default 10)
@@ -66,8 +69,8 @@ if (args.help) {
   process.exit(0)
 }
 
-const mode = args.mode as 'create' | 'redeliver'
-if (mode !== 'create' && mode !== 'redeliver') throw new Error('--mode is create or redeliver')
+const mode = args.mode as 'create' | 'redeliver' | 'retry'
+if (!['create', 'redeliver', 'retry'].includes(mode)) throw new Error('--mode is create, redeliver or retry')
 if (!(args.size in SIZES)) throw new Error(`--size is one of ${Object.keys(SIZES).join(', ')}`)
 const size = SIZES[args.size as SizeName]
 const chapterCount = Number(args.chapters ?? size.chapters)
@@ -101,9 +104,10 @@ function bodyFactory (book: BenchBook): (jobId: string) => Buffer {
 function presign (count: number, makeBody: (jobId: string) => Buffer, redeliverJobId: string): Signed[] {
   const timestamp = Math.floor(Date.now() / 1000)
   const signed: Signed[] = []
+  const retryBody = makeBody(redeliverJobId)
   for (let i = 0; i < count; i++) {
-    const body = makeBody(mode === 'create' ? `bench-${randomUUID()}` : redeliverJobId)
-    const id = `msg_${randomUUID()}`
+    const body = mode === 'create' ? makeBody(`bench-${randomUUID()}`) : mode === 'redeliver' ? makeBody(redeliverJobId) : retryBody
+    const id = mode === 'retry' ? `msg_retry_${redeliverJobId}` : `msg_${randomUUID()}`
     signed.push({
       body,
       headers: {

@@ -311,6 +311,8 @@ async function main (): Promise<void> {
 
     const perDelivery = (ms: number) => delivered > 0 ? ms / delivered : NaN
     const summary = {
+      args: process.argv.slice(2).filter((arg) => arg !== '--skip-build').join(' ') || '(defaults)',
+      at: new Date().toISOString(),
       mode,
       size: args.size,
       chapters: chapterCount,

@@ -7,6 +7,14 @@ import { readFileSync } from 'node:fs'
 const file = process.argv[2] ?? 'bench-results.jsonl'
 const runs = readFileSync(file, 'utf8').split('\n').filter(Boolean).map((line) => JSON.parse(line) as Record<string, unknown>)
 
+interface Floor { protocol: string, tps: number, backendsCpuMsPerTx: number, ratio: number, postgresCpuVsFloor: number }
+
+/** One figure per floor: `prepared 0.77 · simple 1.43`. */
+function floors (run: Record<string, unknown>, pick: (floor: Floor) => number): string | null {
+  const list = (run.floors as Floor[] | undefined) ?? []
+  return list.length === 0 ? null : list.map((floor) => `${floor.protocol} ${pick(floor)}`).join(' · ')
+}
+
 const cell = (value: unknown) => value === null || value === undefined ? '–' : String(value)
 const columns: Array<[string, (run: Record<string, unknown>) => unknown]> = [
   ['run (`npm run bench -- …`)', (run) => `\`${run.args}\``],
@@ -16,10 +24,10 @@ const columns: Array<[string, (run: Record<string, unknown>) => unknown]> = [
   ['non-2xx / errors', (run) => `${run.non2xx} / ${run.errors}`],
   ['service CPU ms/delivery', (run) => run.serviceCpuMsPerDelivery],
   ['Postgres CPU ms/delivery (backends / server)', (run) => `${run.postgresBackendsCpuMsPerDelivery} / ${run.postgresCpuMsPerDelivery}`],
-  ['floor tx/s', (run) => run.floorTps],
-  ['floor Postgres CPU ms/tx (backends / server)', (run) => run.floorTps === null ? null : `${run.floorBackendsCpuMsPerTx} / ${run.floorPostgresCpuMsPerTx}`],
-  ['ratio', (run) => run.ratio],
-  ['Postgres vs floor', (run) => run.postgresCpuVsFloor],
+  ['floor tx/s', (run) => floors(run, (floor) => floor.tps)],
+  ['floor Postgres CPU ms/tx (backends)', (run) => floors(run, (floor) => floor.backendsCpuMsPerTx)],
+  ['ratio', (run) => floors(run, (floor) => floor.ratio)],
+  ['Postgres vs floor', (run) => floors(run, (floor) => floor.postgresCpuVsFloor)],
   ['RSS peak MB', (run) => run.rssPeakMb],
   ['start ms (prod / dev)', (run) => `${run.productionStartMs} / ${cell(run.devStartMs)}`],
   ['exactly once', (run) => run.integrity ? 'yes' : '**NO**'],

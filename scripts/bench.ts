@@ -35,7 +35,9 @@ const HELP = `npm run bench -- [options]
   --socket DIR              connect the service to Postgres over its Unix socket in DIR
                             (e.g. /var/run/postgresql) instead of TCP loopback
   --skip-floor              do not run pgbench (the floor runs by default)
-  --floor-protocol P        pgbench -M: prepared (default), extended or simple
+  --floor-protocol P[,P]    pgbench -M for the floor(s), first one primary (default prepared,simple):
+                            prepared = the texts are in the server already (the strict floor);
+                            simple/extended = the texts travel with every transaction, as a delivery's do
   --profile                 run the service with node --cpu-prof and print its top self time
   --profile-dir DIR         keep the .cpuprofile files there (default: a temporary directory)
   --dev-start               also time a development start on a fresh embedded database
@@ -54,7 +56,7 @@ const { values: args } = parseArgs({
     pgbouncer: { type: 'boolean', default: false },
     socket: { type: 'string' },
     'skip-floor': { type: 'boolean', default: false },
-    'floor-protocol': { type: 'string', default: 'prepared' },
+    'floor-protocol': { type: 'string', default: 'prepared,simple' },
     profile: { type: 'boolean', default: false },
     'profile-dir': { type: 'string' },
     'dev-start': { type: 'boolean', default: false },
@@ -78,7 +80,10 @@ const connections = Number(args.connections)
 const durationSeconds = Number(args.duration)
 const warmupSeconds = Number(args.warmup)
 const replicaCount = Number(args.replicas)
-const floorProtocol = args['floor-protocol'] as 'prepared' | 'extended' | 'simple'
+const floorProtocols = args['floor-protocol'].split(',') as Array<'prepared' | 'extended' | 'simple'>
+if (floorProtocols.some((protocol) => !['prepared', 'extended', 'simple'].includes(protocol))) {
+  throw new Error('--floor-protocol takes prepared, extended and/or simple')
+}
 const serviceEnv = Object.fromEntries(args.env.map((pair) => {
   const at = pair.indexOf('=')
   return [pair.slice(0, at), pair.slice(at + 1)]
@@ -294,19 +299,20 @@ async function main (): Promise<void> {
       if (file) profile = topSelfTime(join(profileDir, file))
     }
 
-    let floor: FloorResult | undefined
-    if (!args['skip-floor']) {
-      floor = await runFloor({
+    const floors: FloorResult[] = []
+    for (const protocol of args['skip-floor'] ? [] : floorProtocols) {
+      floors.push(await runFloor({
         book,
         databaseUrl: database.url,
         database: database.name,
         postmasterPid: database.postmasterPid,
         connections,
         durationSeconds,
-        protocol: floorProtocol,
+        protocol,
         workDir,
-      })
+      }))
     }
+    const floor = floors[0]
     const devStartMs = args['dev-start'] ? await timeDevStart(workDir) : undefined
 
     const perDelivery = (ms: number) => delivered > 0 ? ms / delivered : NaN
@@ -340,6 +346,14 @@ async function main (): Promise<void> {
       floorBackendsCpuMsPerTx: floor ? round(floor.backendsCpuMsPerTx, 3) : null,
       ratio: floor ? round(run.rps / floor.tps, 3) : null,
       postgresCpuVsFloor: floor ? round(backendsMs / delivered / floor.backendsCpuMsPerTx, 3) : null,
+      floors: floors.map((each) => ({
+        protocol: each.protocol,
+        tps: round(each.tps, 1),
+        postgresCpuMsPerTx: round(each.postgresCpuMsPerTx, 3),
+        backendsCpuMsPerTx: round(each.backendsCpuMsPerTx, 3),
+        ratio: round(run.rps / each.tps, 3),
+        postgresCpuVsFloor: round(backendsMs / delivered / each.backendsCpuMsPerTx, 3),
+      })),
       productionStartMs: round(Math.max(...services.map((service) => service.startMs)), 0),
       devStartMs: devStartMs === undefined ? null : round(devStartMs, 0),
       integrity: integrity.ok,
@@ -357,8 +371,12 @@ async function main (): Promise<void> {
       ['service CPU', `${summary.serviceCpuMsPerDelivery} ms/delivery (RSS peak ${summary.rssPeakMb} MB)`],
       ['Postgres CPU', `${summary.postgresCpuMsPerDelivery} ms/delivery whole server, ${summary.postgresBackendsCpuMsPerDelivery} ms in this database's backends`],
       ['load generator CPU', `${summary.loadGeneratorCpuMsPerDelivery} ms/delivery`],
-      ['floor (pgbench)', floor ? `${summary.floorTps} tx/s (-M ${floor.protocol}), Postgres ${summary.floorPostgresCpuMsPerTx} ms/tx whole server, ${summary.floorBackendsCpuMsPerTx} ms in backends` : 'skipped'],
-      ['ratio', floor ? `${summary.ratio} = service rps / floor tps; backends CPU ${summary.postgresCpuVsFloor}x the floor's` : '-'],
+      ...(floors.length === 0
+        ? [['floor (pgbench)', 'skipped'] as [string, string]]
+        : summary.floors.flatMap((each): Array<[string, string]> => [
+          [`floor -M ${each.protocol}`, `${each.tps} tx/s, Postgres ${each.postgresCpuMsPerTx} ms/tx whole server, ${each.backendsCpuMsPerTx} ms in backends`],
+          [`ratio -M ${each.protocol}`, `${each.ratio} = service rps / floor tps; Postgres (backends) ${each.postgresCpuVsFloor}x the floor's`],
+        ])),
       ['start', `production ${summary.productionStartMs} ms${devStartMs === undefined ? '' : `, development (embedded, first start) ${summary.devStartMs} ms`}`],
       ['integrity', `${integrity.ok ? 'ok' : 'FAILED'}: ${integrity.detail} (${integrity.books} books, ${integrity.chapters} chapters)`],
       ['load average', `before ${loadBefore}, run start ${loadAtStart}, run end ${loadAtEnd}`],

@@ -3,7 +3,7 @@ import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { BENCH_USER_ID, type BenchBook } from './book.ts'
 import { adminQuery } from './database.ts'
-import { DatabaseBackendsCpu, postgresServerCpuMs } from './proc.ts'
+import { backendsGone, DatabaseBackendsCpu, postgresServerCpuMs } from './proc.ts'
 
 const literal = (text: string) => `'${text.replaceAll('\'', '\'\'')}'`
 
@@ -22,10 +22,11 @@ export function floorScript (book: BenchBook): string {
     'INSERT INTO book_jobs (id, user_id, job_type, status, input_data, error, completed_at, last_webhook_id)',
     `VALUES ('floor-' || nextval('bench_floor_job'), ${literal(BENCH_USER_ID)}, 'BOOK_GENERATION', 'COMPLETED',`,
     `  CAST(${literal(inputData)} AS jsonb), NULL, now(), 'msg_floor')`,
-    'RETURNING id AS job_id \\gset',
+    // A number, not the text id: in simple mode pgbench pastes variables in unquoted.
+    'RETURNING substr(id, 7) AS job_num \\gset',
     'WITH book AS (',
     '  INSERT INTO books (job_id, user_id, title, topic, goal, outline, word_count, chapter_count, generated_at)',
-    `  VALUES (:job_id, ${literal(BENCH_USER_ID)}, ${literal(book.title)}, ${literal(book.topic)}, ${literal(book.goal)},`,
+    `  VALUES ('floor-' || CAST(:job_num AS bigint), ${literal(BENCH_USER_ID)}, ${literal(book.title)}, ${literal(book.topic)}, ${literal(book.goal)},`,
     `    CAST(${literal(JSON.stringify(book.outline))} AS jsonb), ${book.chapters.reduce((sum, c) => sum + c.words, 0)},`,
     `    ${book.chapters.length}, CAST(${literal(book.generatedAt)} AS timestamptz))`,
     '  RETURNING id)',
@@ -35,8 +36,8 @@ export function floorScript (book: BenchBook): string {
     'COMMIT;',
     '',
   ].join('\n')
-  // In prepared mode pgbench turns every ":name" into a parameter: only :job_id may appear.
-  const variables = script.match(/:[A-Za-z_]\w*/g)?.filter((name) => name !== ':job_id') ?? []
+  // In prepared mode pgbench turns every ":name" into a parameter: only :job_num may appear.
+  const variables = script.match(/:[A-Za-z_]\w*/g)?.filter((name) => name !== ':job_num') ?? []
   if (variables.length > 0) throw new Error(`the floor script would read ${variables.join(', ')} as pgbench variables`)
   return script
 }
@@ -81,6 +82,7 @@ export async function runFloor (options: {
     child.once('error', reject)
     child.once('close', (code) => code === 0 ? resolve(text) : reject(new Error(`pgbench exited with ${code}:\n${text.slice(-2000)}`)))
   })
+  await backendsGone(options.postmasterPid, options.database)
   const backendsMs = backends.stop()
   const serverMs = postgresServerCpuMs(options.postmasterPid) - serverBefore
   const transactions = Number(/number of transactions actually processed: (\d+)/.exec(output)?.[1])

@@ -53,16 +53,33 @@ function commandLine (pid: number): string {
   }
 }
 
-/** The whole Postgres server: the postmaster, its reaped children, and every live child. */
+/**
+ * The whole Postgres server: every live child, then the postmaster with its reaped children. In
+ * that order a child that exits between the two reads is counted twice (a few ms) rather than
+ * lost entirely; callers wait for the backends they started to exit before the final reading.
+ */
 export function postgresServerCpuMs (postmasterPid: number): number {
-  const postmaster = readProcStat(postmasterPid)
-  if (!postmaster) throw new Error(`no process ${postmasterPid}: is that the postmaster?`)
-  let total = postmaster.cpuMs + postmaster.childrenCpuMs
+  let total = 0
   for (const pid of numericDirs()) {
     const stat = pid === postmasterPid ? undefined : readProcStat(pid)
     if (stat?.ppid === postmasterPid) total += stat.cpuMs
   }
-  return total
+  const postmaster = readProcStat(postmasterPid)
+  if (!postmaster) throw new Error(`no process ${postmasterPid}: is that the postmaster?`)
+  return total + postmaster.cpuMs + postmaster.childrenCpuMs
+}
+
+/** Waits (up to `timeoutMs`) until no backend serves `database`, so their time is in the postmaster's. */
+export async function backendsGone (postmasterPid: number, database: string, timeoutMs = 3000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline && backendPids(postmasterPid, database).length > 0) {
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+}
+
+function backendPids (postmasterPid: number, database: string): number[] {
+  const marker = ` ${database} `
+  return numericDirs().filter((pid) => readProcStat(pid)?.ppid === postmasterPid && commandLine(pid).includes(marker))
 }
 
 /**
@@ -92,14 +109,12 @@ export class DatabaseBackendsCpu {
   }
 
   private sample (): Map<number, number> {
-    const marker = ` ${this.database} `
     const now = new Map<number, number>()
-    for (const pid of numericDirs()) {
-      const stat = readProcStat(pid)
-      if (stat?.ppid !== this.postmasterPid) continue
-      if (!commandLine(pid).includes(marker)) continue
-      now.set(pid, stat.cpuMs)
-      this.lastSeen.set(pid, stat.cpuMs)
+    for (const pid of backendPids(this.postmasterPid, this.database)) {
+      const cpu = processCpuMs(pid)
+      if (cpu === 0 && !this.lastSeen.has(pid)) continue // exited between the two reads
+      now.set(pid, cpu)
+      this.lastSeen.set(pid, Math.max(cpu, this.lastSeen.get(pid) ?? 0))
     }
     return now
   }

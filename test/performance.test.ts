@@ -1,3 +1,4 @@
+import { sql } from 'drizzle-orm'
 import t from 'tap'
 import { loadConfig } from '../src/config.ts'
 import { countWords } from '../src/webhooks/word-count.ts'
@@ -76,4 +77,26 @@ t.test('over HTTP, unstorable text is still a 400 that writes nothing', async (t
     t.equal(answer.status, 400, name)
   }
   t.same(await snapshot(running), before)
+})
+
+t.test('chapter texts are stored with lz4 where the server has it', async (t) => {
+  const databaseUrl = await freshDatabase(t)
+  const running = await startApp(t, testConfig(databaseUrl))
+  let lz4 = true
+  try {
+    await running.query(sql`CREATE TEMP TABLE lz4_probe (t text COMPRESSION lz4)`)
+  } catch {
+    lz4 = false // a server built without lz4, or the embedded database: the migration keeps the default
+  }
+  const [column] = await running.query<{ compression: string }>(sql`
+    SELECT attcompression::text AS compression FROM pg_attribute WHERE attrelid = 'chapters'::regclass AND attname = 'content'`)
+  t.equal(column?.compression, lz4 ? 'l' : '', lz4 ? 'lz4' : 'the default compression')
+
+  await createUser(running, 'user_clerkid_123')
+  const delivery = completedDelivery({ userId: 'user_clerkid_123', paragraphs: 200 })
+  const answer = await deliver(running.endpoint, delivery)
+  const [stored] = await running.query<{ content: string, method: string | null }>(sql`
+    SELECT content, pg_column_compression(content) AS method FROM chapters WHERE book_id = ${answer.body.bookId} AND position = 1`)
+  t.equal(stored?.content, delivery.book_data.chapters[0]!.content, 'a compressed chapter reads back as sent')
+  if (lz4) t.equal(stored?.method, 'lz4')
 })

@@ -20,10 +20,12 @@ run --mode redeliver
 run --mode retry
 run --size 10k
 run --size 1m
+run --size 1m --connections 1
 run --size 10m --connections 4
 run --replicas 2
 run --pgbouncer --env DATABASE_PREPARED_STATEMENTS=false
 run --socket /var/run/postgresql
+run --env DATABASE_PREPARED_STATEMENTS=false
 run --profile --skip-floor
 run --dev-start --skip-floor --duration 5
 echo "results in $out" >&2

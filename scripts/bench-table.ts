@@ -29,7 +29,7 @@ const columns: Array<[string, (run: Record<string, unknown>) => unknown]> = [
   ['ratio', (run) => floors(run, (floor) => floor.ratio)],
   ['Postgres vs floor', (run) => floors(run, (floor) => floor.postgresCpuVsFloor)],
   ['RSS peak MB', (run) => run.rssPeakMb],
-  ['start ms (prod / dev)', (run) => `${run.productionStartMs} / ${cell(run.devStartMs)}`],
+  ['start ms (prod / dev first, again)', (run) => `${run.productionStartMs} / ${cell(run.devStartMs)}, ${cell(run.devRestartMs)}`],
   ['exactly once', (run) => run.integrity ? 'yes' : '**NO**'],
   ['load avg (start → end)', (run) => {
     const load = run.load as { start: string, end: string }

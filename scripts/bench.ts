@@ -220,15 +220,19 @@ async function checkIntegrity (databaseUrl: string, acknowledged: Set<string>, s
   }
 }
 
-async function timeDevStart (workDir: string): Promise<number> {
-  const dev = await startService({
-    command: [process.execPath, '--import', 'tsx', 'src/server.ts'],
-    env: { ENVIRONMENT: 'development', DATA_DIR: join(workDir, 'dev-data'), DATABASE_URL: '', LOG_LEVEL: 'warn' },
-    logFile: join(workDir, 'dev.log'),
-    cwd: PROJECT_DIR,
-  })
-  await dev.stop()
-  return dev.startMs
+/** `npm run dev` without the watcher: a first start (creates and migrates the embedded database), then a second. */
+async function timeDevStart (workDir: string): Promise<{ firstMs: number, againMs: number }> {
+  const start = async () => {
+    const dev = await startService({
+      command: [process.execPath, '--import', 'tsx', 'src/server.ts'],
+      env: { ENVIRONMENT: 'development', DATA_DIR: join(workDir, 'dev-data'), DATABASE_URL: '', LOG_LEVEL: 'warn' },
+      logFile: join(workDir, 'dev.log'),
+      cwd: PROJECT_DIR,
+    })
+    await dev.stop()
+    return dev.startMs
+  }
+  return { firstMs: await start(), againMs: await start() }
 }
 
 function printTable (rows: Array<[string, string]>): void {
@@ -355,7 +359,8 @@ async function main (): Promise<void> {
         postgresCpuVsFloor: round(backendsMs / delivered / each.backendsCpuMsPerTx, 3),
       })),
       productionStartMs: round(Math.max(...services.map((service) => service.startMs)), 0),
-      devStartMs: devStartMs === undefined ? null : round(devStartMs, 0),
+      devStartMs: devStartMs === undefined ? null : round(devStartMs.firstMs, 0),
+      devRestartMs: devStartMs === undefined ? null : round(devStartMs.againMs, 0),
       integrity: integrity.ok,
       load: { before: loadBefore, start: loadAtStart, end: loadAtEnd },
     }
@@ -377,7 +382,7 @@ async function main (): Promise<void> {
           [`floor -M ${each.protocol}`, `${each.tps} tx/s, Postgres ${each.postgresCpuMsPerTx} ms/tx whole server, ${each.backendsCpuMsPerTx} ms in backends`],
           [`ratio -M ${each.protocol}`, `${each.ratio} = service rps / floor tps; Postgres (backends) ${each.postgresCpuVsFloor}x the floor's`],
         ])),
-      ['start', `production ${summary.productionStartMs} ms${devStartMs === undefined ? '' : `, development (embedded, first start) ${summary.devStartMs} ms`}`],
+      ['start', `production ${summary.productionStartMs} ms${devStartMs === undefined ? '' : `, development (embedded) first start ${summary.devStartMs} ms, then ${summary.devRestartMs} ms`}`],
       ['integrity', `${integrity.ok ? 'ok' : 'FAILED'}: ${integrity.detail} (${integrity.books} books, ${integrity.chapters} chapters)`],
       ['load average', `before ${loadBefore}, run start ${loadAtStart}, run end ${loadAtEnd}`],
     ])

@@ -9,8 +9,13 @@ out=$(realpath -m "${1:-bench-results.jsonl}")
 npm run --silent build
 
 run () {
-  echo "== npm run bench -- $*" >&2
-  npm run --silent bench -- --skip-build "$@" | tee /dev/stderr | tail -n 1 >>"$out"
+  echo "== npm run bench -- $*"
+  local log
+  log=$(mktemp)
+  npm run --silent bench -- --skip-build "$@" >"$log"
+  cat "$log"
+  tail -n 1 "$log" >>"$out"
+  rm -f "$log"
 }
 
 run
@@ -28,4 +33,4 @@ run --socket /var/run/postgresql
 run --env DATABASE_PREPARED_STATEMENTS=false
 run --profile --skip-floor
 run --dev-start --skip-floor --duration 5
-echo "results in $out" >&2
+echo "results in $out"

@@ -35,8 +35,11 @@ export interface DeliveryContext {
   defaultUserId: string | undefined
   /** Development only: a payload without a user falls back to the oldest user (contract 4.1). */
   fallbackToOldestUser: boolean
-  /** Send the statements as named prepared statements (parsed and planned once per connection). */
-  preparedStatements: boolean
+  /**
+   * Send the statements as named prepared statements (parsed and planned once per connection).
+   * Unset means unnamed: callers other than the route (CLIs, replays) need not know about it.
+   */
+  preparedStatements?: boolean
   log: Logger
 }
 
@@ -65,7 +68,7 @@ function statementName (text: string): string | undefined {
   return name
 }
 
-async function rows<T> (tx: Transaction, prepared: boolean, query: SQL): Promise<T[]> {
+async function rows<T> (tx: Transaction, prepared: boolean | undefined, query: SQL): Promise<T[]> {
   // node-postgres and PGlite both answer with `{ rows }`; the shared PgDatabase type does not say so.
   if (!prepared) return (await tx.execute(query) as unknown as { rows: T[] }).rows
   const compiled = dialect.sqlToQuery(query)

@@ -10,6 +10,8 @@ export const EnvSchema = Type.Object({
   PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 3001 }),
   HOST: Type.String({ minLength: 1, default: '0.0.0.0' }),
   DATABASE_URL: Type.Optional(Type.String({ minLength: 1 })),
+  /** Named (server-side) prepared statements; false behind PgBouncer < 1.21 in transaction mode. */
+  DATABASE_PREPARED_STATEMENTS: Type.Boolean({ default: true }),
   DATA_DIR: Type.String({ minLength: 1, default: './.data' }),
   WEBHOOK_SECRET: Type.Optional(Type.String({ minLength: 1 })),
   WEBHOOK_TOLERANCE_SECONDS: Type.Integer({ minimum: 1, default: 300 }),
@@ -83,6 +85,7 @@ export function loadConfig (source: NodeJS.ProcessEnv = process.env) {
     port: checked.PORT,
     host: checked.HOST,
     databaseUrl: checked.DATABASE_URL,
+    preparedStatements: checked.DATABASE_PREPARED_STATEMENTS,
     dataDir: checked.DATA_DIR,
     /** HMAC keys, one per whitespace-separated secret (rotation). Empty only in development. */
     webhookKeys,

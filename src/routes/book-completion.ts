@@ -6,7 +6,7 @@ import type { Config } from '../config.ts'
 import { HttpError } from '../errors.ts'
 import { applyDelivery, type DeliveryOutcome } from '../webhooks/deliver.ts'
 import { checkJsonStructure } from '../webhooks/json-structure.ts'
-import { checkDeliveryRules, DeliverySchema, findUnstorableText } from '../webhooks/payload.ts'
+import { checkDeliveryRules, DeliverySchema, findUnstorableText, mayHoldUnstorableText } from '../webhooks/payload.ts'
 import { hasSignatureHeaders, SignatureError, verifySignature } from '../webhooks/signature.ts'
 
 export const BOOK_COMPLETION_PATH = '/api/webhooks/book-completion'
@@ -39,6 +39,8 @@ declare module 'fastify' {
     signatureVerified: boolean
     /** What the delivery did, once applied (metrics count deliveries by it). */
     deliveryOutcome: DeliveryOutcome | undefined
+    /** False when the raw body proves there is no text Postgres cannot store (see payload.ts). */
+    mayHoldUnstorableText: boolean
   }
 }
 
@@ -52,6 +54,7 @@ const bookCompletionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = asyn
 
   app.decorateRequest('signatureVerified', false)
   app.decorateRequest('deliveryOutcome', undefined)
+  app.decorateRequest('mayHoldUnstorableText', true)
 
   // Checked before the body is read, so a wrong type costs nothing (and a missing one is 415 too).
   app.addHook('onRequest', async (request) => {
@@ -69,6 +72,7 @@ const bookCompletionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = asyn
       if (!isUtf8(body as Buffer)) throw new HttpError(400, 'invalid_encoding', 'the body is not valid UTF-8')
       const structureError = checkJsonStructure(body as Buffer)
       if (structureError) throw structureError
+      request.mayHoldUnstorableText = mayHoldUnstorableText(body as Buffer)
     } catch (err) {
       done(err as Error, undefined)
       return
@@ -113,13 +117,14 @@ const bookCompletionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = asyn
   }, async (request, reply) => {
     const delivery = request.body
     checkDeliveryRules(delivery)
-    const unstorable = findUnstorableText(delivery)
+    const unstorable = request.mayHoldUnstorableText ? findUnstorableText(delivery) : undefined
     if (unstorable) throw unstorable
 
     const result = await applyDelivery(app.db, delivery, {
       webhookId: request.headers['webhook-id'] as string | undefined,
       defaultUserId: config.defaultUserId,
       fallbackToOldestUser: development,
+      preparedStatements: config.preparedStatements,
       log: request.log,
     })
     request.deliveryOutcome = result.outcome

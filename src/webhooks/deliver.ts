@@ -1,4 +1,6 @@
+import { createHash } from 'node:crypto'
 import { sql, type SQL } from 'drizzle-orm'
+import { PgDialect } from 'drizzle-orm/pg-core'
 import type { FastifyBaseLogger as Logger } from 'fastify'
 import type { Database } from '../db/client.ts'
 import type { BookData, CompletedDelivery, Delivery } from './payload.ts'
@@ -33,6 +35,11 @@ export interface DeliveryContext {
   defaultUserId: string | undefined
   /** Development only: a payload without a user falls back to the oldest user (contract 4.1). */
   fallbackToOldestUser: boolean
+  /**
+   * Send the statements as named prepared statements (parsed and planned once per connection).
+   * Unset means unnamed: callers other than the route (CLIs, replays) need not know about it.
+   */
+  preparedStatements?: boolean
   log: Logger
 }
 
@@ -41,10 +48,33 @@ type Transaction = Parameters<Parameters<Database['transaction']>[0]>[0]
 interface JobRow { user_id: string, status: string, last_webhook_id: string | null, created: boolean }
 interface BookFigures { id: string, word_count: number | null, chapters: number }
 
-async function rows<T> (tx: Transaction, query: SQL): Promise<T[]> {
+const dialect = new PgDialect()
+
+/**
+ * Statement texts depend only on the chapter count, so a name per text lets Postgres parse and
+ * plan each once per connection: that halves the server's CPU for a 10-chapter delivery. Past
+ * this many distinct texts (unusual chapter counts) statements go unnamed rather than piling up
+ * in every connection.
+ */
+const MAX_NAMED_STATEMENTS = 128
+const statementNames = new Map<string, string>()
+
+function statementName (text: string): string | undefined {
+  let name = statementNames.get(text)
+  if (name === undefined && statementNames.size < MAX_NAMED_STATEMENTS) {
+    name = `bcw_${createHash('sha1').update(text).digest('hex').slice(0, 20)}`
+    statementNames.set(text, name)
+  }
+  return name
+}
+
+async function rows<T> (tx: Transaction, prepared: boolean | undefined, query: SQL): Promise<T[]> {
   // node-postgres and PGlite both answer with `{ rows }`; the shared PgDatabase type does not say so.
-  const result = await tx.execute(query) as unknown as { rows: T[] }
-  return result.rows
+  if (!prepared) return (await tx.execute(query) as unknown as { rows: T[] }).rows
+  const compiled = dialect.sqlToQuery(query)
+  // The public session API takes a statement name; PGlite ignores it.
+  const statement = tx._.session.prepareQuery(compiled, undefined, statementName(compiled.sql), false)
+  return (await statement.execute() as unknown as { rows: T[] }).rows
 }
 
 /**
@@ -61,14 +91,14 @@ export async function applyDelivery (db: Database, delivery: Delivery, context: 
       const reason = candidateUserId === null
         ? 'no user: the payload has no user_id and DEFAULT_USER_ID is not set'
         : `user ${JSON.stringify(candidateUserId)} does not exist`
-      await rows(tx, sql`
+      await rows(tx, context.preparedStatements, sql`
         INSERT INTO webhook_dead_letters (webhook_id, job_id, reason, payload)
         VALUES (${context.webhookId ?? null}, ${delivery.job_id}, ${reason}, ${JSON.stringify(delivery)}::jsonb)`)
       return { outcome: 'dead_lettered', jobId: delivery.job_id, bookId: null, created: false, chaptersCreated: 0, wordCount: null, reason }
     }
 
     if (!job.created && context.webhookId !== undefined && job.last_webhook_id === context.webhookId) {
-      const stored = await bookFigures(tx, delivery.job_id)
+      const stored = await bookFigures(tx, delivery.job_id, context, { changedNothing: true })
       return { outcome: 'duplicate_ignored', jobId: delivery.job_id, bookId: stored?.id ?? null, created: false, chaptersCreated: stored?.chapters ?? 0, wordCount: stored?.word_count ?? null }
     }
 
@@ -91,7 +121,7 @@ async function lockOrCreateJob (tx: Transaction, delivery: Delivery, candidateUs
   const book = delivery.book_data
   const completed = delivery.status === 'completed'
   const inputData = completed && book ? { title: book.book_title, topic: book.topic, goal: book.goal } : {}
-  const [job] = await rows<JobRow>(tx, sql`
+  const [job] = await rows<JobRow>(tx, context.preparedStatements, sql`
     WITH existing AS (
       SELECT user_id, status, last_webhook_id FROM book_jobs WHERE id = ${delivery.job_id} FOR UPDATE
     ), owner AS (
@@ -114,7 +144,7 @@ async function lockOrCreateJob (tx: Transaction, delivery: Delivery, candidateUs
 
   // Nothing came back: another transaction inserted the job first (ON CONFLICT waited for it to
   // commit), or there is no user. A new statement sees the committed job; lock it.
-  const [existing] = await rows<JobRow>(tx, sql`
+  const [existing] = await rows<JobRow>(tx, context.preparedStatements, sql`
     SELECT user_id, status::text AS status, last_webhook_id, false AS created FROM book_jobs WHERE id = ${delivery.job_id} FOR UPDATE`)
   return existing
 }
@@ -128,7 +158,7 @@ async function writeBook (tx: Transaction, delivery: CompletedDelivery, job: Job
   })
   logSenderFigures(delivery.job_id, book, chapterRows.reduce((sum, row) => sum + row.words, 0), context.log)
 
-  const [written] = await rows<{ id: string, inserted: boolean }>(tx, sql`
+  const [written] = await rows<{ id: string, inserted: boolean }>(tx, context.preparedStatements, sql`
     WITH book AS (
       INSERT INTO books (job_id, user_id, title, topic, goal, outline, word_count, chapter_count, generated_at)
       VALUES (${delivery.job_id}, ${job.user_id}, ${book.book_title}, ${book.topic}, ${book.goal},
@@ -162,7 +192,7 @@ async function writeBook (tx: Transaction, delivery: CompletedDelivery, job: Job
     SELECT id, inserted FROM book`)
 
   if (!written) {
-    const stored = await bookFigures(tx, delivery.job_id)
+    const stored = await bookFigures(tx, delivery.job_id, context, { changedNothing: true })
     return { outcome: 'stale_ignored', jobId: delivery.job_id, bookId: stored?.id ?? null, created: false, chaptersCreated: stored?.chapters ?? 0, wordCount: stored?.word_count ?? null }
   }
   return {
@@ -179,12 +209,12 @@ async function writeBook (tx: Transaction, delivery: CompletedDelivery, job: Job
 async function recordFailure (tx: Transaction, delivery: Delivery, job: JobRow, context: DeliveryContext): Promise<DeliveryResult> {
   const downgrade = job.status === 'COMPLETED'
   if (!job.created && !downgrade) {
-    await rows(tx, sql`
+    await rows(tx, context.preparedStatements, sql`
       UPDATE book_jobs SET status = 'FAILED', error = ${delivery.error ?? null}, updated_at = now(),
         last_webhook_id = ${context.webhookId ?? null}::text
       WHERE id = ${delivery.job_id}`)
   }
-  const stored = job.created ? undefined : await bookFigures(tx, delivery.job_id)
+  const stored = job.created ? undefined : await bookFigures(tx, delivery.job_id, context, { changedNothing: downgrade })
   return {
     outcome: downgrade ? 'failure_ignored' : 'job_failed',
     jobId: delivery.job_id,
@@ -195,11 +225,18 @@ async function recordFailure (tx: Transaction, delivery: Delivery, job: JobRow, 
   }
 }
 
-async function bookFigures (tx: Transaction, jobId: string): Promise<BookFigures | undefined> {
-  const [figures] = await rows<BookFigures>(tx, sql`
-    SELECT b.id, b.word_count, (SELECT count(*)::int FROM chapters c WHERE c.book_id = b.id) AS chapters
-    FROM books b WHERE b.job_id = ${jobId}`)
-  return figures
+/**
+ * The stored book's figures. When this transaction changed nothing (it only locked the job row),
+ * its commit need not wait for the WAL flush: losing it in a crash loses nothing. Waiting would
+ * keep the row lock over an fsync, so sender retries of one job would queue one fsync each.
+ */
+async function bookFigures (tx: Transaction, jobId: string, context: DeliveryContext, options: { changedNothing: boolean }): Promise<BookFigures | undefined> {
+  // One row even without a book: the LEFT JOIN keeps the set_config row.
+  const [figures] = await rows<{ id: string | null, word_count: number | null, chapters: number }>(tx, context.preparedStatements, sql`
+    SELECT b.id, b.word_count, (SELECT count(*)::int FROM chapters c WHERE c.book_id = b.id) AS chapters, relaxed.setting
+    FROM (SELECT CASE WHEN ${options.changedNothing}::boolean THEN set_config('synchronous_commit', 'off', true) END AS setting) AS relaxed
+    LEFT JOIN books b ON b.job_id = ${jobId}`)
+  return figures?.id ? { id: figures.id, word_count: figures.word_count, chapters: figures.chapters } : undefined
 }
 
 function logSenderFigures (jobId: string, book: BookData, countedWords: number, log: Logger): void {

@@ -98,6 +98,17 @@ export function toTimestamptz (value: string): string {
 }
 
 /**
+ * A cheap look at the raw body that proves `findUnstorableText` would find nothing, so a 94 KB
+ * book is not walked string by string. From valid UTF-8 JSON, U+0000 and lone surrogates can only
+ * come from `\u0000` and `\uD800`–`\uDFFF` escapes (raw control characters are not JSON, and
+ * isUtf8 refuses encoded surrogates); nesting was bounded by `checkJsonStructure` before parsing.
+ * True means "walk it": an escaped backslash in text only costs the walk.
+ */
+export function mayHoldUnstorableText (raw: Buffer): boolean {
+  return raw.includes('\\u0000') || raw.includes('\\ud') || raw.includes('\\uD')
+}
+
+/**
  * Postgres cannot store U+0000 in text or jsonb, and a lone UTF-16 surrogate (from a `\ud800`
  * escape) would be silently replaced on the way in. Walks the whole parsed body, unknown fields
  * included (a dead letter stores them), iteratively so hostile nesting cannot overflow the stack.

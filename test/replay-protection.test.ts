@@ -79,7 +79,7 @@ t.test('a replayed failure does not touch the job again', async (t) => {
   t.same(outcomes(jobId), ['job_failed', 'duplicate_ignored'])
 })
 
-t.test('an older webhook-id (not the last applied) replayed: the older generated_at keeps it from rewriting', async (t) => {
+t.test('an older applied webhook-id (not the last one) replayed is a duplicate: nothing rewritten', async (t) => {
   const older = completedDelivery({ userId: 'replay-user', chapters: 2, generatedAt: '2025-10-20T09:00:00.000Z' })
   const newer = completedDelivery({ jobId: older.job_id, userId: 'replay-user', chapters: 4, generatedAt: '2025-10-20T10:00:00.000Z' })
   const first = await deliverBytes(running.endpoint, JSON.stringify(older))
@@ -90,7 +90,7 @@ t.test('an older webhook-id (not the last applied) replayed: the older generated
   t.equal(replayed.status, 200)
   t.match(replayed.body, { created: false, chaptersCreated: 4 })
   t.same(await state(older.job_id), before)
-  t.same(outcomes(older.job_id), ['book_created', 'book_updated', 'stale_ignored'])
+  t.same(outcomes(older.job_id), ['book_created', 'book_updated', 'duplicate_ignored'])
 })
 
 t.test('a new webhook-id with newer content is applied (protection does not block real updates)', async (t) => {
@@ -116,23 +116,20 @@ t.test('outside the tolerance window a replay is refused before anything is read
   t.same(await snapshot(running), counts)
 })
 
-// Known gap, kept visible: core remembers only the LAST webhook-id applied to a job
-// (book_jobs.last_webhook_id), so an earlier, already applied id re-sent after another delivery
-// is applied again. Fixing it needs every applied id kept (a table keyed by webhook-id) in
-// deliver.ts's transaction. These assert the issue's rule; they fail today, hence `todo`.
-const GAP = 'core keeps only the last applied webhook-id per job (book_jobs.last_webhook_id)'
-
-t.test('an earlier applied failure re-sent after a later one does not bring its error back', { todo: GAP }, async (t) => {
+// Every applied webhook-id of a job is remembered (book_jobs.applied_webhook_ids, the latest 64),
+// not only the last: an earlier delivery replayed after a later one changes nothing either.
+t.test('an earlier applied failure re-sent after a later one does not bring its error back', async (t) => {
   const jobId = `replay-gap-failed-${Date.now()}`
   const first = await deliverBytes(running.endpoint, JSON.stringify(failedDelivery(jobId, 'first error', 'replay-user')))
   await deliverBytes(running.endpoint, JSON.stringify(failedDelivery(jobId, 'second error', 'replay-user')))
   const before = await state(jobId)
   await new Promise((resolve) => setTimeout(resolve, 20))
-  await deliverBytes(running.endpoint, JSON.stringify(failedDelivery(jobId, 'first error', 'replay-user')), { id: first.id })
+  const replay = await deliverBytes(running.endpoint, JSON.stringify(failedDelivery(jobId, 'first error', 'replay-user')), { id: first.id })
+  t.equal(replay.status, 200)
   t.same(await state(jobId), before)
 })
 
-t.test('an earlier applied book re-sent after a later one with the same generated_at does not replace it', { todo: GAP }, async (t) => {
+t.test('an earlier applied book re-sent after a later one with the same generated_at does not replace it', async (t) => {
   const earlier = completedDelivery({ userId: 'replay-user', chapters: 2, generatedAt: '2025-10-20T10:00:00.000Z' })
   const later = completedDelivery({ jobId: earlier.job_id, userId: 'replay-user', chapters: 3, generatedAt: '2025-10-20T10:00:00.000Z' })
   const first = await deliverBytes(running.endpoint, JSON.stringify(earlier))
@@ -140,4 +137,18 @@ t.test('an earlier applied book re-sent after a later one with the same generate
   const before = await state(earlier.job_id)
   await deliverBytes(running.endpoint, JSON.stringify(earlier), { id: first.id })
   t.same(await state(earlier.job_id), before)
+})
+
+t.test('a job remembers the latest 64 applied webhook-ids', async (t) => {
+  const jobId = `replay-window-${Date.now()}`
+  const ids: string[] = []
+  for (let i = 0; i < 66; i++) {
+    const sent = await deliverBytes(running.endpoint, JSON.stringify(failedDelivery(jobId, `error ${i}`, 'replay-user')))
+    t.equal(sent.status, 200)
+    ids.push(sent.id)
+  }
+  const [job] = await running.query<{ applied: string[], last: string }>(sql`
+    SELECT applied_webhook_ids AS applied, last_webhook_id AS last FROM book_jobs WHERE id = ${jobId}`)
+  t.same(job?.applied, ids.slice(-64), 'the latest 64, oldest first')
+  t.equal(job?.last, ids.at(-1))
 })

@@ -25,8 +25,10 @@ export const bookJobs = pgTable('book_jobs', {
   createdAt: createdAt(),
   updatedAt: updatedAt(),
   completedAt: timestamp('completed_at', { withTimezone: true }),
-  /** `webhook-id` of the last delivery applied to this job: a replay of it changes nothing. */
+  /** `webhook-id` of the last delivery applied to this job. */
   lastWebhookId: text('last_webhook_id'),
+  /** `webhook-id`s of the deliveries applied to this job (the latest 64): a replay of any changes nothing. */
+  appliedWebhookIds: text('applied_webhook_ids').array().notNull().default(sql`'{}'::text[]`),
 }, (table) => [index('book_jobs_user_id_idx').on(table.userId)])
 
 export const books = pgTable('books', {

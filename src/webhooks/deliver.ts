@@ -13,7 +13,7 @@ export type DeliveryOutcome =
   | 'stale_ignored' // completed, but older than the stored book: nothing changed
   | 'job_failed' // failed: the job is FAILED
   | 'failure_ignored' // failed, but the job is already COMPLETED: nothing changed
-  | 'duplicate_ignored' // the same webhook-id as the last delivery applied to the job: nothing changed
+  | 'duplicate_ignored' // a webhook-id already applied to the job (a retry or a replay): nothing changed
   | 'dead_lettered' // no user to own a new job: kept in webhook_dead_letters, answered 422
 
 export interface DeliveryResult {
@@ -45,7 +45,7 @@ export interface DeliveryContext {
 
 type Transaction = Parameters<Parameters<Database['transaction']>[0]>[0]
 
-interface JobRow { user_id: string, status: string, last_webhook_id: string | null, created: boolean }
+interface JobRow { user_id: string, status: string, created: boolean, /** This webhook-id was applied to the job before. */ replayed: boolean }
 interface BookFigures { id: string, word_count: number | null, chapters: number }
 
 const dialect = new PgDialect()
@@ -97,7 +97,7 @@ export async function applyDelivery (db: Database, delivery: Delivery, context: 
       return { outcome: 'dead_lettered', jobId: delivery.job_id, bookId: null, created: false, chaptersCreated: 0, wordCount: null, reason }
     }
 
-    if (!job.created && context.webhookId !== undefined && job.last_webhook_id === context.webhookId) {
+    if (job.replayed) {
       const stored = await bookFigures(tx, delivery.job_id, context, { changedNothing: true })
       return { outcome: 'duplicate_ignored', jobId: delivery.job_id, bookId: stored?.id ?? null, created: false, chaptersCreated: stored?.chapters ?? 0, wordCount: stored?.word_count ?? null }
     }
@@ -123,29 +123,31 @@ async function lockOrCreateJob (tx: Transaction, delivery: Delivery, candidateUs
   const inputData = completed && book ? { title: book.book_title, topic: book.topic, goal: book.goal } : {}
   const [job] = await rows<JobRow>(tx, context.preparedStatements, sql`
     WITH existing AS (
-      SELECT user_id, status, last_webhook_id FROM book_jobs WHERE id = ${delivery.job_id} FOR UPDATE
+      SELECT user_id, status, ${isReplay(context.webhookId)} AS replayed FROM book_jobs WHERE id = ${delivery.job_id} FOR UPDATE
     ), owner AS (
       SELECT id FROM users
       WHERE id = coalesce(${candidateUserId}::text,
         CASE WHEN ${context.fallbackToOldestUser}::boolean THEN (SELECT id FROM users ORDER BY created_at, id LIMIT 1) END)
     ), created AS (
-      INSERT INTO book_jobs (id, user_id, job_type, status, input_data, error, completed_at, last_webhook_id)
+      INSERT INTO book_jobs (id, user_id, job_type, status, input_data, error, completed_at, last_webhook_id, applied_webhook_ids)
       SELECT ${delivery.job_id}, owner.id, 'BOOK_GENERATION', ${completed ? 'COMPLETED' : 'FAILED'}::job_status,
         ${JSON.stringify(inputData)}::jsonb, ${completed ? null : delivery.error ?? null}::text,
-        CASE WHEN ${completed}::boolean THEN now() END, ${context.webhookId ?? null}::text
+        CASE WHEN ${completed}::boolean THEN now() END, ${context.webhookId ?? null}::text,
+        array_remove(ARRAY[${context.webhookId ?? null}::text], NULL)
       FROM owner WHERE NOT EXISTS (SELECT 1 FROM existing)
       ON CONFLICT (id) DO NOTHING
-      RETURNING user_id, status, last_webhook_id
+      RETURNING user_id, status
     )
-    SELECT user_id, status::text AS status, last_webhook_id, false AS created FROM existing
+    SELECT user_id, status::text AS status, false AS created, replayed FROM existing
     UNION ALL
-    SELECT user_id, status::text AS status, last_webhook_id, true AS created FROM created`)
+    SELECT user_id, status::text AS status, true AS created, false AS replayed FROM created`)
   if (job) return job
 
   // Nothing came back: another transaction inserted the job first (ON CONFLICT waited for it to
   // commit), or there is no user. A new statement sees the committed job; lock it.
   const [existing] = await rows<JobRow>(tx, context.preparedStatements, sql`
-    SELECT user_id, status::text AS status, last_webhook_id, false AS created FROM book_jobs WHERE id = ${delivery.job_id} FOR UPDATE`)
+    SELECT user_id, status::text AS status, false AS created, ${isReplay(context.webhookId)} AS replayed
+    FROM book_jobs WHERE id = ${delivery.job_id} FOR UPDATE`)
   return existing
 }
 
@@ -186,7 +188,7 @@ async function writeBook (tx: Transaction, delivery: CompletedDelivery, job: Job
     ), completed AS (
       UPDATE book_jobs SET status = 'COMPLETED', error = NULL,
         completed_at = coalesce(completed_at, now()), updated_at = now(),
-        last_webhook_id = ${context.webhookId ?? null}::text
+        ${recordApplied(context.webhookId)}
       WHERE id = ${delivery.job_id} AND NOT ${job.created}::boolean AND EXISTS (SELECT 1 FROM book)
     )
     SELECT id, inserted FROM book`)
@@ -211,7 +213,7 @@ async function recordFailure (tx: Transaction, delivery: Delivery, job: JobRow, 
   if (!job.created && !downgrade) {
     await rows(tx, context.preparedStatements, sql`
       UPDATE book_jobs SET status = 'FAILED', error = ${delivery.error ?? null}, updated_at = now(),
-        last_webhook_id = ${context.webhookId ?? null}::text
+        ${recordApplied(context.webhookId)}
       WHERE id = ${delivery.job_id}`)
   }
   const stored = job.created ? undefined : await bookFigures(tx, delivery.job_id, context, { changedNothing: downgrade })
@@ -237,6 +239,21 @@ async function bookFigures (tx: Transaction, jobId: string, context: DeliveryCon
     FROM (SELECT CASE WHEN ${options.changedNothing}::boolean THEN set_config('synchronous_commit', 'off', true) END AS setting) AS relaxed
     LEFT JOIN books b ON b.job_id = ${jobId}`)
   return figures?.id ? { id: figures.id, word_count: figures.word_count, chapters: figures.chapters } : undefined
+}
+
+/** How many applied webhook-ids a job remembers; a sender retries one delivery, not 64 others between. */
+const APPLIED_IDS_KEPT = 64
+
+function isReplay (webhookId: string | undefined): SQL {
+  return sql`coalesce(${webhookId ?? null}::text = ANY(applied_webhook_ids), false)`
+}
+
+/** SET items of an applied delivery: its id becomes the last one and joins the remembered ones. */
+function recordApplied (webhookId: string | undefined): SQL {
+  const id = webhookId ?? null
+  return sql`last_webhook_id = ${id}::text,
+        applied_webhook_ids = CASE WHEN ${id}::text IS NULL THEN applied_webhook_ids
+          ELSE (applied_webhook_ids || ${id}::text)[greatest(1, cardinality(applied_webhook_ids) - ${sql.raw(String(APPLIED_IDS_KEPT - 2))}):] END`
 }
 
 function logSenderFigures (jobId: string, book: BookData, countedWords: number, log: Logger): void {

@@ -1,0 +1,1 @@
+ALTER TABLE "book_jobs" ADD COLUMN "applied_webhook_ids" text[] DEFAULT '{}'::text[] NOT NULL;

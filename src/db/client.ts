@@ -1,5 +1,5 @@
 import { PGlite } from '@electric-sql/pglite'
-import { sql } from 'drizzle-orm'
+import { sql, type SQL } from 'drizzle-orm'
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core'
 import { drizzle as drizzlePglite } from 'drizzle-orm/pglite'
 import { drizzle as drizzlePg } from 'drizzle-orm/node-postgres'
@@ -14,7 +14,6 @@ export type Database = PgDatabase<PgQueryResultHKT, typeof schema>
 
 export interface DatabaseHandle {
   db: Database
-  kind: 'postgres' | 'embedded'
   /** Current pool figures (postgres only), for metrics. */
   poolStats: () => { total: number, idle: number, waiting: number }
   close: () => Promise<void>
@@ -92,7 +91,6 @@ function openPostgres (connectionString: string, max: number, timeouts: Record<k
   db.transaction = transactionOnOwnClient
   return {
     db,
-    kind: 'postgres',
     poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
     close: () => pool.end(),
   }
@@ -106,10 +104,14 @@ async function openEmbedded (dataDir: string, log: Logger): Promise<DatabaseHand
   log.info({ dataDir }, 'embedded database ready (PGlite)')
   return {
     db,
-    kind: 'embedded',
     poolStats: () => ({ total: 1, idle: 1, waiting: 0 }),
     close: () => client.close(),
   }
+}
+
+/** The rows of a query: node-postgres and PGlite both answer `{ rows }`; the shared PgDatabase type does not say so. */
+export async function queryRows<T> (db: Pick<Database, 'execute'>, query: SQL): Promise<T[]> {
+  return (await db.execute(query) as unknown as { rows: T[] }).rows
 }
 
 export async function pingDatabase (db: Database): Promise<void> {

@@ -1,6 +1,6 @@
 import { sql } from 'drizzle-orm'
 import { Value } from 'typebox/value'
-import type { Database } from '../db/client.ts'
+import { queryRows, type Database } from '../db/client.ts'
 import { applyDelivery, type DeliveryContext, type DeliveryOutcome } from './deliver.ts'
 import { checkDeliveryRules, DeliverySchema, findUnstorableText, PayloadError, type Delivery } from './payload.ts'
 
@@ -36,16 +36,14 @@ export type ReplayContext = Omit<DeliveryContext, 'webhookId'>
 
 interface LetterRow { id: number, webhook_id: string | null, job_id: string | null, payload: unknown, replayed_at: string | null }
 
-type Rows<T> = { rows: T[] }
-
 /** Oldest first; payloads are not listed (they hold book text). */
 export async function listDeadLetters (db: Database, options: { pendingOnly?: boolean } = {}): Promise<DeadLetterSummary[]> {
-  const result = await db.execute(sql`
+  const rows = await queryRows<{ id: number, webhook_id: string | null, job_id: string | null, reason: string, received_at: string, replayed_at: string | null }>(db, sql`
     SELECT id::int AS id, webhook_id, job_id, reason, received_at::text AS received_at, replayed_at::text AS replayed_at
     FROM webhook_dead_letters
     WHERE ${options.pendingOnly ? sql`replayed_at IS NULL` : sql`true`}
-    ORDER BY id`) as unknown as Rows<{ id: number, webhook_id: string | null, job_id: string | null, reason: string, received_at: string, replayed_at: string | null }>
-  return result.rows.map((row) => ({
+    ORDER BY id`)
+  return rows.map((row) => ({
     id: row.id,
     webhookId: row.webhook_id,
     jobId: row.job_id,
@@ -65,9 +63,9 @@ class StillUnapplicable extends Error {}
  */
 export async function replayDeadLetter (db: Database, id: number, context: ReplayContext): Promise<ReplayResult> {
   return db.transaction(async (tx) => {
-    const { rows: [letter] } = await tx.execute(sql`
+    const [letter] = await queryRows<LetterRow>(tx, sql`
       SELECT id::int AS id, webhook_id, job_id, payload, replayed_at::text AS replayed_at
-      FROM webhook_dead_letters WHERE id = ${id} FOR UPDATE`) as unknown as Rows<LetterRow>
+      FROM webhook_dead_letters WHERE id = ${id} FOR UPDATE`)
     if (!letter) return { id, jobId: null, outcome: 'not_found' }
     if (letter.replayed_at !== null) return { id, jobId: letter.job_id, outcome: 'already_replayed' }
 

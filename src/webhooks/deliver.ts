@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto'
 import { sql, type SQL } from 'drizzle-orm'
 import { PgDialect } from 'drizzle-orm/pg-core'
 import type { FastifyBaseLogger as Logger } from 'fastify'
-import type { Database } from '../db/client.ts'
+import { queryRows, type Database } from '../db/client.ts'
 import type { BookData, CompletedDelivery, Delivery } from './payload.ts'
 import { toTimestamptz } from './payload.ts'
 import { countWords } from './word-count.ts'
@@ -69,8 +69,7 @@ function statementName (text: string): string | undefined {
 }
 
 async function rows<T> (tx: Transaction, prepared: boolean | undefined, query: SQL): Promise<T[]> {
-  // node-postgres and PGlite both answer with `{ rows }`; the shared PgDatabase type does not say so.
-  if (!prepared) return (await tx.execute(query) as unknown as { rows: T[] }).rows
+  if (!prepared) return queryRows<T>(tx, query)
   const compiled = dialect.sqlToQuery(query)
   // The public session API takes a statement name; PGlite ignores it.
   const statement = tx._.session.prepareQuery(compiled, undefined, statementName(compiled.sql), false)

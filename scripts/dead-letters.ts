@@ -28,7 +28,7 @@ async function main (args: string[]): Promise<number> {
   const handle = await openDatabase({ databaseUrl, dataDir: '' }, log)
   try {
     if (command === 'list') {
-      const letters = await listDeadLetters(handle.db, { pendingOnly: target === '--pending' })
+      const letters = await listDeadLetters(handle, { pendingOnly: target === '--pending' })
       process.stdout.write('id\treceived_at\treplayed_at\tjob_id\twebhook_id\treason\n')
       for (const letter of letters) {
         process.stdout.write(`${letter.id}\t${letter.receivedAt}\t${letter.replayedAt ?? 'pending'}\t${letter.jobId ?? ''}\t${letter.webhookId ?? ''}\t${letter.reason}\n`)
@@ -39,8 +39,8 @@ async function main (args: string[]): Promise<number> {
 
     const context = { defaultUserId: process.env.DEFAULT_USER_ID?.trim() || undefined, fallbackToOldestUser: false, log }
     const results: ReplayResult[] = target === '--all'
-      ? await replayAllDeadLetters(handle.db, context)
-      : [await replayDeadLetter(handle.db, Number(target), context)]
+      ? await replayAllDeadLetters(handle, context)
+      : [await replayDeadLetter(handle, Number(target), context)]
     for (const result of results) {
       process.stdout.write(`${result.id}\t${result.jobId ?? ''}\t${result.outcome}${result.reason ? `\t${result.reason}` : ''}\n`)
     }

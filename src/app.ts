@@ -4,7 +4,7 @@ import helmet from '@fastify/helmet'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { randomUUID } from 'node:crypto'
 import type { Config } from './config.ts'
-import { classifyDatabaseError, databaseUnavailable, HttpError } from './errors.ts'
+import { classifyDatabaseError, databaseUnavailable, HttpError, type DatabaseFailure } from './errors.ts'
 import type { DatabaseHandle } from './db/client.ts'
 import { loggerOptions } from './logger.ts'
 import databasePlugin from './plugins/database.ts'
@@ -13,7 +13,6 @@ import gracefulClosePlugin from './plugins/graceful-close.ts'
 import metricsPlugin from './plugins/metrics.ts'
 import bookCompletionRoutes from './routes/book-completion.ts'
 import healthRoutes from './routes/health.ts'
-import { PayloadError } from './webhooks/payload.ts'
 
 export interface AppOptions {
   /** A pino logger to use instead of one built from the config (tests capture logs with it). */
@@ -57,11 +56,10 @@ export async function buildApp (config: Config, options: AppOptions = {}) {
   await app.register(metricsPlugin)
 
   app.setErrorHandler((err: FastifyError, request, reply) => {
-    const { statusCode, body, headers } = toResponse(err)
+    const { statusCode, body, headers, database } = toResponse(err)
     if (statusCode >= 500) {
-      const { failure, code } = classifyDatabaseError(err)
       // Never log the error itself: a failed query's message carries the SQL and the book text.
-      request.log.error({ errName: err.name, code, failure }, 'request failed')
+      request.log.error({ errName: err.name, code: database?.code, failure: database?.failure }, 'request failed')
     } else {
       request.log.info({ statusCode, error: body.error, message: body.message }, 'request rejected')
     }
@@ -84,6 +82,8 @@ interface ErrorResponse {
   statusCode: number
   body: { error: string, message?: string }
   headers: Record<string, string>
+  /** How a database error was classified, for the log line. */
+  database?: { failure: DatabaseFailure, code: string | undefined }
 }
 
 /** Classifies an error once. 5xx only when a retry by the sender can help, or for our own bugs. */
@@ -91,36 +91,20 @@ function toResponse (err: FastifyError): ErrorResponse {
   if (err instanceof HttpError) {
     return { statusCode: err.statusCode, body: { error: err.code, message: err.message }, headers: err.headers }
   }
-  if (err instanceof PayloadError) {
-    return { statusCode: 400, body: { error: 'invalid_payload', message: err.message }, headers: {} }
-  }
-  if (err.validation) {
-    return { statusCode: 400, body: { error: 'invalid_payload', message: describeValidation(err) }, headers: {} }
-  }
   const framework = err.code ? FRAMEWORK_ERRORS[err.code] : undefined
   if (framework) return { statusCode: framework.statusCode, body: { error: framework.error, message: err.message }, headers: {} }
 
-  const { failure } = classifyDatabaseError(err)
-  if (failure === 'unavailable') {
-    const unavailable = databaseUnavailable()
-    return { statusCode: 503, body: { error: unavailable.code, message: unavailable.message }, headers: unavailable.headers }
-  }
-  if (failure === 'unstorable') {
-    return { statusCode: 400, body: { error: 'invalid_payload', message: 'the payload holds text Postgres cannot store' }, headers: {} }
-  }
   if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) {
     return { statusCode: err.statusCode, body: { error: 'bad_request', message: err.message }, headers: {} }
   }
-  return { statusCode: 500, body: { error: 'internal_error', message: 'unexpected error; it has been logged' }, headers: {} }
-}
 
-/** `book_data.chapters[0].content: must be string`, from the first schema error. */
-function describeValidation (err: FastifyError): string {
-  const [first] = err.validation ?? []
-  if (!first) return err.message
-  const path = first.instancePath.split('/').filter(Boolean)
-    .map((part) => /^\d+$/.test(part) ? `[${part}]` : `.${part}`).join('').replace(/^\./, '')
-  const missing = (first.params as { missingProperty?: string }).missingProperty
-  if (missing) return `${path ? `${path}.` : ''}${missing}: is required`
-  return `${path || 'body'}: ${first.message ?? 'is invalid'}`
+  const database = classifyDatabaseError(err)
+  if (database.failure === 'unavailable') {
+    const unavailable = databaseUnavailable()
+    return { statusCode: 503, body: { error: unavailable.code, message: unavailable.message }, headers: unavailable.headers, database }
+  }
+  if (database.failure === 'unstorable') {
+    return { statusCode: 400, body: { error: 'invalid_payload', message: 'the payload holds text Postgres cannot store' }, headers: {}, database }
+  }
+  return { statusCode: 500, body: { error: 'internal_error', message: 'unexpected error; it has been logged' }, headers: {}, database }
 }

@@ -7,6 +7,14 @@ export class HttpError extends Error {
   }
 }
 
+/** A delivery that does not pass validation: a 400 naming the field. */
+export class PayloadError extends HttpError {
+  constructor (readonly field: string, message: string) {
+    super(400, 'invalid_payload', `${field}: ${message}`)
+    this.name = 'PayloadError'
+  }
+}
+
 /** Seconds a sender is asked to wait when the database is away. */
 export const RETRY_AFTER_SECONDS = 5
 
@@ -44,6 +52,9 @@ export function classifyDatabaseError (err: unknown): { failure: DatabaseFailure
     const wrapper = (current as { name?: unknown }).name === 'DrizzleQueryError'
     if (!wrapper && typeof message === 'string' && POOL_MESSAGES.test(message)) return { failure: 'unavailable', code: 'connection' }
   }
-  const code = (err as { cause?: { code?: unknown } })?.cause?.code
-  return { failure: 'other', code: typeof code === 'string' ? code : undefined }
+  for (let current: unknown = err, depth = 0; current && depth < 5; current = (current as { cause?: unknown }).cause, depth++) {
+    const { code } = current as { code?: unknown }
+    if (typeof code === 'string' && !code.startsWith('FST_')) return { failure: 'other', code }
+  }
+  return { failure: 'other', code: undefined }
 }

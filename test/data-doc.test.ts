@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises'
 import t from 'tap'
+import { sql } from 'drizzle-orm'
 import { completedDelivery } from './fixtures.ts'
 import { createUser, deliver, freshDatabase, startApp, testConfig, type Answer } from './helper.ts'
 
@@ -13,8 +14,14 @@ const examples = markdown.split(/^### /m).slice(1).flatMap((section) => {
 })
 
 const running = await startApp(t, testConfig(await freshDatabase(t)))
-// What a reading service would do: plain SQL with bind parameters on its own query call.
-const client = (running.app.db as unknown as { $client: { query: (text: string, params: unknown[]) => Promise<{ rows: Array<Record<string, unknown>> }> } }).$client
+// What a reading service would do: the documented SQL text as it is, `$n` bound to parameters.
+const client = {
+  query: async (text: string, params: unknown[]) => {
+    const pieces = text.replace(/^--.*$/gm, '').split(/\$(\d+)/)
+    const statement = sql.join(pieces.map((piece, i) => i % 2 === 0 ? sql.raw(piece) : sql`${params[Number(piece) - 1]}`))
+    return { rows: await running.query(statement) }
+  },
+}
 const PARAMETERS: Record<string, string> = {}
 function run (heading: string): Promise<Array<Record<string, unknown>>> {
   const example = examples.find((candidate) => candidate.heading === heading)

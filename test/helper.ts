@@ -7,7 +7,7 @@ import { Webhook } from 'standardwebhooks'
 import { request } from 'undici'
 import { buildApp } from '../src/app.ts'
 import { loadConfig, secretToKey, type Config } from '../src/config.ts'
-import { openDatabase, queryRows, type DatabaseHandle } from '../src/db/client.ts'
+import { openDatabase, type DatabaseHandle } from '../src/db/client.ts'
 import { migratePostgres } from '../src/db/migrations.ts'
 import { BOOK_COMPLETION_PATH } from '../src/routes/book-completion.ts'
 import { sign } from '../src/webhooks/signature.ts'
@@ -130,7 +130,7 @@ export async function startApp (t: Test, config: Config): Promise<RunningApp> {
     endpoint: `${address}${BOOK_COMPLETION_PATH}`,
     get logs () { return lines.map((line) => JSON.parse(line) as LogLine) },
     rawLogs: () => lines.join('\n'),
-    query: <T>(query: SQL) => queryRows<T>(app.db, query),
+    query: <T>(query: SQL) => app.db.rows<T>(query),
   }
 }
 

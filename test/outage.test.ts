@@ -90,7 +90,7 @@ if (await requiresPostgres(t, 'losing the database at run time')) {
       t.same([...statuses].sort(), [200, 503], `${answers.length} deliveries under way through the outage were answered 200 or 503`)
       const slowest = Math.max(...answers.map((answer) => answer.ms))
       t.ok(slowest < ANSWER_WITHIN_MS, `none waited longer than ${ANSWER_WITHIN_MS} ms (slowest ${slowest} ms)`)
-      const pool = running.app.dbPoolStats()
+      const pool = running.app.db.poolStats()
       t.equal(pool.total - pool.idle, 0, `no connection stays checked out after the outage (${JSON.stringify(pool)})`)
     })
   }
@@ -99,12 +99,12 @@ if (await requiresPostgres(t, 'losing the database at run time')) {
     // The pool as the app opens it, with a 1 s client-side query timeout instead of 17 s.
     const handle = await openDatabase({ databaseUrl: proxied.toString(), dataDir: 'memory://', timeoutsMs: { query: 1_000 } }, pino({ level: 'silent' }))
     t.teardown(() => handle.close())
-    const numberIn = (n: number) => handle.db.transaction(async (tx) => {
-      const result = await tx.execute(sql`SELECT ${n}::int AS n`) as unknown as { rows: Array<{ n: number }> }
-      return result.rows[0]!.n
+    const numberIn = (n: number) => handle.transaction(async (tx) => {
+      const [row] = await tx.rows<{ n: number }>(sql`SELECT ${n}::int AS n`)
+      return row!.n
     })
-    const pidResult = await handle.db.transaction((tx) => tx.execute(sql`SELECT pg_backend_pid() AS pid`)) as unknown as { rows: Array<{ pid: number }> }
-    const frozenBackend = pidResult.rows[0]!.pid
+    const [pidRow] = await handle.transaction((tx) => tx.rows<{ pid: number }>(sql`SELECT pg_backend_pid() AS pid`))
+    const frozenBackend = pidRow!.pid
     t.equal(handle.poolStats().total, 1, 'one connection, which the next transaction takes')
 
     await proxy.cut('frozen')

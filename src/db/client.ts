@@ -1,6 +1,7 @@
-import { PGlite } from '@electric-sql/pglite'
-import { sql, type SQL } from 'drizzle-orm'
-import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core'
+import { createHash } from 'node:crypto'
+import { PGlite, type Transaction as PGliteTransaction } from '@electric-sql/pglite'
+import type { SQLWrapper } from 'drizzle-orm'
+import { PgDialect } from 'drizzle-orm/pg-core'
 import { drizzle as drizzlePglite } from 'drizzle-orm/pglite'
 import { drizzle as drizzlePg } from 'drizzle-orm/node-postgres'
 import pg from 'pg'
@@ -9,12 +10,31 @@ import { classifyDatabaseError } from '../errors.ts'
 import { migrateEmbedded } from './migrations.ts'
 import * as schema from './schema.ts'
 
-/** Either driver: node-postgres in production, PGlite in development. Queries are the same. */
-export type Database = PgDatabase<PgQueryResultHKT, typeof schema>
+/**
+ * Statements are drizzle `sql` templates or query-builder objects, compiled by one dialect and sent
+ * by the handle. The builder writes the plain statements; the delivery's CTEs (ON CONFLICT … WHERE,
+ * VALUES lists, RETURNING xmax) are `sql`, which the builder cannot express.
+ */
+export interface Statements {
+  /** Runs one statement and returns its rows as Postgres names their columns. */
+  rows: <T = Record<string, unknown>>(statement: SQLWrapper) => Promise<T[]>
+  /** Runs `work` in a transaction (in a savepoint when already in one); commits when it resolves. */
+  transaction: <T>(work: (tx: Transaction) => Promise<T>) => Promise<T>
+}
 
-export interface DatabaseHandle {
-  db: Database
-  /** Current pool figures (postgres only), for metrics. */
+export interface Transaction extends Statements {
+  /**
+   * This transaction changed nothing (it only locked and read): its commit need not wait for the
+   * WAL flush, so a row lock it holds is not kept over an fsync.
+   */
+  commitWithoutFlush: () => void
+}
+
+export interface DatabaseHandle extends Statements {
+  /** `postgres`: a server other processes connect to; `embedded`: PGlite, this process only. */
+  kind: 'postgres' | 'embedded'
+  ping: () => Promise<void>
+  /** Current pool figures, for metrics. */
   poolStats: () => { total: number, idle: number, waiting: number }
   close: () => Promise<void>
 }
@@ -22,6 +42,8 @@ export interface DatabaseHandle {
 export interface DatabaseOptions {
   databaseUrl?: string | undefined
   dataDir: string
+  /** Named (server-side) prepared statements; off behind PgBouncer < 1.21 in transaction mode. */
+  preparedStatements?: boolean
   poolMax?: number
   /** Overrides of DB_TIMEOUTS_MS (tests use short ones). */
   timeoutsMs?: Partial<Record<keyof typeof DB_TIMEOUTS_MS, number>>
@@ -40,17 +62,76 @@ export const DB_TIMEOUTS_MS = {
   query: 17_000,
 } as const
 
+const dialect = new PgDialect()
+
+/** Drizzle's query builder, with no connection of its own: what it builds is run with `rows`. */
+export const queryBuilder = drizzlePg.mock({ schema })
+
+interface CompiledStatement { text: string, values: unknown[] }
+
+function compile (statement: SQLWrapper): CompiledStatement {
+  const { sql: text, params } = dialect.sqlToQuery(statement.getSQL())
+  return { text, values: params }
+}
+
 export async function openDatabase (options: DatabaseOptions, log: Logger): Promise<DatabaseHandle> {
   if (options.databaseUrl) {
-    return openPostgres(options.databaseUrl, options.poolMax ?? 10, { ...DB_TIMEOUTS_MS, ...options.timeoutsMs }, log)
+    return openPostgres(options.databaseUrl, options, { ...DB_TIMEOUTS_MS, ...options.timeoutsMs }, log)
   }
   return openEmbedded(options.dataDir, log)
 }
 
-function openPostgres (connectionString: string, max: number, timeouts: Record<keyof typeof DB_TIMEOUTS_MS, number>, log: Logger): DatabaseHandle {
+/**
+ * Statement texts depend only on the chapter count, so a name per text lets Postgres parse and
+ * plan each once per connection: that halves the server's CPU for a 10-chapter delivery. Past
+ * this many distinct texts (unusual chapter counts) statements go unnamed rather than piling up
+ * in every connection.
+ */
+const MAX_NAMED_STATEMENTS = 128
+
+function statementNamer (): (text: string) => string | undefined {
+  const names = new Map<string, string>()
+  return (text) => {
+    let name = names.get(text)
+    if (name === undefined && names.size < MAX_NAMED_STATEMENTS) {
+      name = `bcw_${createHash('sha1').update(text).digest('hex').slice(0, 20)}`
+      names.set(text, name)
+    }
+    return name
+  }
+}
+
+/** How one connection sends statements: a node-postgres client, or PGlite (in a transaction). */
+interface Connection {
+  run: <T>(statement: SQLWrapper) => Promise<T[]>
+  exec: (text: string) => Promise<unknown>
+}
+
+/** A transaction on one connection; `transaction` inside it is a savepoint. */
+function transactionOn (connection: Connection, depth: number, commitWithoutFlush: () => void): Transaction {
+  return {
+    rows: connection.run,
+    commitWithoutFlush,
+    transaction: async (work) => {
+      const savepoint = `bcw_savepoint_${depth}`
+      await connection.exec(`SAVEPOINT ${savepoint}`)
+      try {
+        const result = await work(transactionOn(connection, depth + 1, () => {}))
+        await connection.exec(`RELEASE SAVEPOINT ${savepoint}`)
+        return result
+      } catch (err) {
+        // On a lost connection this fails too; the enclosing transaction then discards the client.
+        await connection.exec(`ROLLBACK TO SAVEPOINT ${savepoint}`).catch(() => {})
+        throw err
+      }
+    },
+  }
+}
+
+function openPostgres (connectionString: string, options: DatabaseOptions, timeouts: Record<keyof typeof DB_TIMEOUTS_MS, number>, log: Logger): DatabaseHandle {
   const pool = new pg.Pool({
     connectionString,
-    max,
+    max: options.poolMax ?? 10,
     connectionTimeoutMillis: timeouts.connect,
     statement_timeout: timeouts.statement,
     idle_in_transaction_session_timeout: timeouts.idleInTransaction,
@@ -69,28 +150,43 @@ function openPostgres (connectionString: string, max: number, timeouts: Record<k
       log.debug({ code: (err as { code?: string }).code }, 'database connection lost while checked out')
     })
   })
-  const db = drizzlePg(pool, { schema })
-  // drizzle-orm 0.45's pool transaction sends BEGIN before its try/finally: when BEGIN fails (the
-  // database went away just after the connection was taken) the client is never released; after
-  // `max` such failures the pool is exhausted for good and `pool.end()` never returns. So the
-  // client is taken and released here, around drizzle's transaction on that one client. A client
+
+  const nameOf = options.preparedStatements === false ? () => undefined : statementNamer()
+  const connection = (on: Pick<pg.ClientBase, 'query'>): Connection => ({
+    run: async <T>(statement: SQLWrapper) => {
+      const { text, values } = compile(statement)
+      const name = nameOf(text)
+      return (await on.query<T & pg.QueryResultRow>(name === undefined ? { text, values } : { name, text, values })).rows
+    },
+    exec: (text) => on.query(text),
+  })
+
+  // The client is taken and released here, around BEGIN … COMMIT on that one client. A client
   // whose connection failed or timed out is destroyed, never reused: after a client-side query
   // timeout the server's late answer would otherwise be read as the next query's.
-  const transactionOnOwnClient: typeof db.transaction = async (transaction, config) => {
+  const transaction = async <T>(work: (tx: Transaction) => Promise<T>): Promise<T> => {
     const client = await pool.connect()
     let broken: Error | undefined
     try {
-      return await drizzlePg(client, { schema }).transaction(transaction, config)
+      await client.query('BEGIN')
+      let flush = true
+      const result = await work(transactionOn(connection(client), 1, () => { flush = false }))
+      await client.query(flush ? 'COMMIT' : 'SET LOCAL synchronous_commit = off; COMMIT')
+      return result
     } catch (err) {
       if (classifyDatabaseError(err).failure === 'unavailable') broken = err as Error
+      else await client.query('ROLLBACK').catch((rollbackError: Error) => { broken = rollbackError })
       throw err
     } finally {
       client.release(broken)
     }
   }
-  db.transaction = transactionOnOwnClient
+
   return {
-    db,
+    kind: 'postgres',
+    rows: connection(pool).run,
+    transaction,
+    ping: async () => { await pool.query('SELECT 1') },
     poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
     close: () => pool.end(),
   }
@@ -98,22 +194,26 @@ function openPostgres (connectionString: string, max: number, timeouts: Record<k
 
 async function openEmbedded (dataDir: string, log: Logger): Promise<DatabaseHandle> {
   const client = await PGlite.create(dataDir)
-  const db = drizzlePglite(client, { schema })
-  await migrateEmbedded(db)
-  await db.insert(schema.users).values({ id: DEV_USER_ID }).onConflictDoNothing()
-  log.info({ dataDir }, 'embedded database ready (PGlite)')
-  return {
-    db,
+  await migrateEmbedded(drizzlePglite(client))
+
+  const connection = (on: Pick<PGliteTransaction, 'query'>): Connection => ({
+    run: async <T>(statement: SQLWrapper) => {
+      const { text, values } = compile(statement)
+      return (await on.query<T>(text, values)).rows
+    },
+    exec: (text) => on.query(text),
+  })
+  const handle: DatabaseHandle = {
+    kind: 'embedded',
+    rows: connection(client).run,
+    // One process holds the embedded database and no other waits on its fsync: commitWithoutFlush
+    // changes nothing here.
+    transaction: (work) => client.transaction((tx) => work(transactionOn(connection(tx), 1, () => {}))),
+    ping: async () => { await client.query('SELECT 1') },
     poolStats: () => ({ total: 1, idle: 1, waiting: 0 }),
     close: () => client.close(),
   }
-}
-
-/** The rows of a query: node-postgres and PGlite both answer `{ rows }`; the shared PgDatabase type does not say so. */
-export async function queryRows<T> (db: Pick<Database, 'execute'>, query: SQL): Promise<T[]> {
-  return (await db.execute(query) as unknown as { rows: T[] }).rows
-}
-
-export async function pingDatabase (db: Database): Promise<void> {
-  await db.execute(sql`select 1`)
+  await handle.rows(queryBuilder.insert(schema.users).values({ id: DEV_USER_ID }).onConflictDoNothing())
+  log.info({ dataDir }, 'embedded database ready (PGlite)')
+  return handle
 }

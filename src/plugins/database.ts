@@ -1,12 +1,11 @@
 import fp from 'fastify-plugin'
 import type { Config } from '../config.ts'
-import { openDatabase, type Database, type DatabaseHandle } from '../db/client.ts'
+import { openDatabase, type DatabaseHandle } from '../db/client.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
-    db: Database
-    /** Current pool figures (total, idle, waiting), read by the metrics. */
-    dbPoolStats: DatabaseHandle['poolStats']
+    /** The database: it owns how statements are sent (named or not, which driver). */
+    db: DatabaseHandle
   }
 }
 
@@ -18,9 +17,12 @@ export interface DatabasePluginOptions {
 
 /** Opens the database once, decorates it as `db`, closes it when the app closes. */
 export default fp<DatabasePluginOptions>(async (app, { config, shared }) => {
-  const handle = shared ?? await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir }, app.log)
-  app.decorate('db', handle.db)
-  app.decorate('dbPoolStats', handle.poolStats)
+  const handle = shared ?? await openDatabase({
+    databaseUrl: config.databaseUrl,
+    dataDir: config.dataDir,
+    preparedStatements: config.preparedStatements,
+  }, app.log)
+  app.decorate('db', handle)
   if (!shared) {
     app.addHook('onClose', async () => {
       await handle.close()

@@ -43,12 +43,12 @@ export default fp(async (app) => {
     buckets: DURATION_BUCKETS_SECONDS,
     registers: [registry],
   })
-  const poolGauge = (name: string, help: string, read: (stats: ReturnType<typeof app.dbPoolStats>) => number) =>
+  const poolGauge = (name: string, help: string, read: (stats: ReturnType<typeof app.db.poolStats>) => number) =>
     new Gauge({
       name,
       help,
       registers: [registry],
-      collect () { this.set(read(app.dbPoolStats())) },
+      collect () { this.set(read(app.db.poolStats())) },
     })
   poolGauge('webhook_db_pool_connections', 'Open database connections in the pool', (stats) => stats.total)
   poolGauge('webhook_db_pool_idle_connections', 'Idle database connections in the pool', (stats) => stats.idle)

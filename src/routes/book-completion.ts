@@ -1,4 +1,4 @@
-import { isUtf8 } from 'node:buffer'
+import { isAscii, isUtf8, transcode } from 'node:buffer'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
@@ -6,7 +6,7 @@ import type { Config } from '../config.ts'
 import { HttpError } from '../errors.ts'
 import { applyDelivery, type DeliveryOutcome } from '../webhooks/deliver.ts'
 import { checkJsonStructure } from '../webhooks/json-structure.ts'
-import { checkDeliveryRules, DeliverySchema, findUnstorableText, mayHoldUnstorableText } from '../webhooks/payload.ts'
+import { DeliverySchema, validateDelivery } from '../webhooks/payload.ts'
 import { hasSignatureHeaders, SignatureError, verifySignature } from '../webhooks/signature.ts'
 
 export const BOOK_COMPLETION_PATH = '/api/webhooks/book-completion'
@@ -39,8 +39,6 @@ declare module 'fastify' {
     signatureVerified: boolean
     /** What the delivery did, once applied (metrics count deliveries by it). */
     deliveryOutcome: DeliveryOutcome | undefined
-    /** False when the raw body proves there is no text Postgres cannot store (see payload.ts). */
-    mayHoldUnstorableText: boolean
   }
 }
 
@@ -50,11 +48,9 @@ declare module 'fastify' {
  */
 const bookCompletionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, { config }) => {
   const development = config.environment === 'development'
-  const parseJson = app.getDefaultJsonParser('error', 'error')
 
   app.decorateRequest('signatureVerified', false)
   app.decorateRequest('deliveryOutcome', undefined)
-  app.decorateRequest('mayHoldUnstorableText', true)
 
   // Checked before the body is read, so a wrong type costs nothing (and a missing one is 415 too).
   app.addHook('onRequest', async (request) => {
@@ -65,20 +61,19 @@ const bookCompletionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = asyn
   })
 
   app.removeAllContentTypeParsers()
-  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
+  // The body, in order: signature on the raw bytes, UTF-8, structure (duplicate keys, nesting,
+  // prototype-poisoning keys), one decode and parse, then the one validation of a delivery.
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body: Buffer, done) => {
     try {
-      authenticate(request, body as Buffer)
+      authenticate(request, body)
       // The signature library world turns invalid UTF-8 into U+FFFD; we refuse it outright.
-      if (!isUtf8(body as Buffer)) throw new HttpError(400, 'invalid_encoding', 'the body is not valid UTF-8')
-      const structureError = checkJsonStructure(body as Buffer)
+      if (!isUtf8(body)) throw new HttpError(400, 'invalid_encoding', 'the body is not valid UTF-8')
+      const structureError = checkJsonStructure(body)
       if (structureError) throw structureError
-      request.mayHoldUnstorableText = mayHoldUnstorableText(body as Buffer)
+      done(null, validateDelivery(parseJson(body), body))
     } catch (err) {
       done(err as Error, undefined)
-      return
     }
-    // Fastify's JSON parser (secure-json-parse, prototype-poisoning checks) reads a Buffer as well.
-    parseJson(request, body as unknown as string, done)
   })
 
   function authenticate (request: FastifyRequest, body: Buffer): void {
@@ -114,17 +109,14 @@ const bookCompletionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = asyn
         '5xx': ErrorSchema,
       },
     },
+    // The schemas document the route; the body parser has already validated the body with
+    // validateDelivery, and the signature check has read the headers.
+    validatorCompiler: () => () => true,
   }, async (request, reply) => {
-    const delivery = request.body
-    checkDeliveryRules(delivery)
-    const unstorable = request.mayHoldUnstorableText ? findUnstorableText(delivery) : undefined
-    if (unstorable) throw unstorable
-
-    const result = await applyDelivery(app.db, delivery, {
+    const result = await applyDelivery(app.db, request.body, {
       webhookId: request.headers['webhook-id'] as string | undefined,
       defaultUserId: config.defaultUserId,
       fallbackToOldestUser: development,
-      preparedStatements: config.preparedStatements,
       log: request.log,
     })
     request.deliveryOutcome = result.outcome
@@ -143,6 +135,17 @@ const bookCompletionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = asyn
     const { outcome, reason, ...body } = result
     return { success: true as const, ...body, processingTimeMs }
   })
+}
+
+/** A plain JSON.parse: the structure check has refused the prototype-poisoning keys. */
+function parseJson (body: Buffer): unknown {
+  const text = isAscii(body) ? body.toString('latin1') : transcode(body, 'utf8', 'utf16le').toString('utf16le')
+  try {
+    return JSON.parse(text)
+  } catch {
+    // The parser's own message quotes the body: never echoed.
+    throw new HttpError(400, 'invalid_json', 'the body is not valid JSON')
+  }
 }
 
 /** Said in the 401 log line: senders most often paste the secret in the wrong form. */

@@ -1,6 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import { pingDatabase } from '../db/client.ts'
 import { databaseUnavailable } from '../errors.ts'
 
 /** A readiness probe must answer quickly even when the database hangs. */
@@ -18,7 +17,7 @@ const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
       timer = setTimeout(() => reject(new Error('ready check timed out')), READY_TIMEOUT_MS)
     })
     try {
-      await Promise.race([pingDatabase(app.db), timeout])
+      await Promise.race([app.db.ping(), timeout])
     } catch {
       request.log.warn('readiness check failed: the database does not answer')
       throw databaseUnavailable()

@@ -1,8 +1,9 @@
-import { sql } from 'drizzle-orm'
-import { Value } from 'typebox/value'
-import { queryRows, type Database } from '../db/client.ts'
+import { eq, sql } from 'drizzle-orm'
+import { queryBuilder, type Statements } from '../db/client.ts'
+import { webhookDeadLetters } from '../db/schema.ts'
+import { PayloadError } from '../errors.ts'
 import { applyDelivery, type DeliveryContext, type DeliveryOutcome } from './deliver.ts'
-import { checkDeliveryRules, DeliverySchema, findUnstorableText, PayloadError, type Delivery } from './payload.ts'
+import { validateDelivery, type Delivery } from './payload.ts'
 
 /**
  * Dead letters you can act on: list them, and replay a stored delivery through `applyDelivery`
@@ -37,8 +38,8 @@ export type ReplayContext = Omit<DeliveryContext, 'webhookId'>
 interface LetterRow { id: number, webhook_id: string | null, job_id: string | null, payload: unknown, replayed_at: string | null }
 
 /** Oldest first; payloads are not listed (they hold book text). */
-export async function listDeadLetters (db: Database, options: { pendingOnly?: boolean } = {}): Promise<DeadLetterSummary[]> {
-  const rows = await queryRows<{ id: number, webhook_id: string | null, job_id: string | null, reason: string, received_at: string, replayed_at: string | null }>(db, sql`
+export async function listDeadLetters (db: Statements, options: { pendingOnly?: boolean } = {}): Promise<DeadLetterSummary[]> {
+  const rows = await db.rows<{ id: number, webhook_id: string | null, job_id: string | null, reason: string, received_at: string, replayed_at: string | null }>(sql`
     SELECT id::int AS id, webhook_id, job_id, reason, received_at::text AS received_at, replayed_at::text AS replayed_at
     FROM webhook_dead_letters
     WHERE ${options.pendingOnly ? sql`replayed_at IS NULL` : sql`true`}
@@ -61,17 +62,21 @@ class StillUnapplicable extends Error {}
  * back to a savepoint, so it writes no second dead letter and leaves this one pending. The stored
  * webhook-id is reused: a later retry of the same delivery by the sender is then a duplicate.
  */
-export async function replayDeadLetter (db: Database, id: number, context: ReplayContext): Promise<ReplayResult> {
+export async function replayDeadLetter (db: Statements, id: number, context: ReplayContext): Promise<ReplayResult> {
   return db.transaction(async (tx) => {
-    const [letter] = await queryRows<LetterRow>(tx, sql`
+    const [letter] = await tx.rows<LetterRow>(sql`
       SELECT id::int AS id, webhook_id, job_id, payload, replayed_at::text AS replayed_at
       FROM webhook_dead_letters WHERE id = ${id} FOR UPDATE`)
     if (!letter) return { id, jobId: null, outcome: 'not_found' }
     if (letter.replayed_at !== null) return { id, jobId: letter.job_id, outcome: 'already_replayed' }
 
-    const invalid = validateStored(letter.payload)
-    if (invalid) return { id, jobId: letter.job_id, outcome: 'invalid_payload', reason: invalid }
-    const delivery = letter.payload as Delivery
+    let delivery: Delivery
+    try {
+      delivery = validateDelivery(letter.payload)
+    } catch (err) {
+      if (err instanceof PayloadError) return { id, jobId: letter.job_id, outcome: 'invalid_payload', reason: err.message }
+      throw err
+    }
 
     let applied
     try {
@@ -84,31 +89,16 @@ export async function replayDeadLetter (db: Database, id: number, context: Repla
       if (err instanceof StillUnapplicable) return { id, jobId: letter.job_id, outcome: 'still_unapplicable', reason: err.message }
       throw err
     }
-    await tx.execute(sql`UPDATE webhook_dead_letters SET replayed_at = now() WHERE id = ${id}`)
+    await tx.rows(queryBuilder.update(webhookDeadLetters).set({ replayedAt: sql`now()` }).where(eq(webhookDeadLetters.id, id)))
     return { id, jobId: letter.job_id, outcome: applied.outcome as ReplayResult['outcome'] }
   })
 }
 
 /** Every pending dead letter, oldest first, each in its own transaction. */
-export async function replayAllDeadLetters (db: Database, context: ReplayContext): Promise<ReplayResult[]> {
+export async function replayAllDeadLetters (db: Statements, context: ReplayContext): Promise<ReplayResult[]> {
   const results: ReplayResult[] = []
   for (const letter of await listDeadLetters(db, { pendingOnly: true })) {
     results.push(await replayDeadLetter(db, letter.id, context))
   }
   return results
-}
-
-/** The checks the route made before the delivery was stored, made again on what is stored now. */
-function validateStored (payload: unknown): string | undefined {
-  if (!Value.Check(DeliverySchema, payload)) {
-    const [first] = Value.Errors(DeliverySchema, payload)
-    return `${first?.instancePath || 'payload'}: ${first?.message ?? 'does not match the delivery schema'}`
-  }
-  try {
-    checkDeliveryRules(payload)
-  } catch (err) {
-    if (err instanceof PayloadError) return err.message
-    throw err
-  }
-  return findUnstorableText(payload)?.message
 }

@@ -1,4 +1,5 @@
-import { LIMITS, PayloadError } from './payload.ts'
+import { PayloadError } from '../errors.ts'
+import { LIMITS } from './payload.ts'
 
 const QUOTE = 0x22
 const BACKSLASH = 0x5c
@@ -16,14 +17,19 @@ interface Container {
   /** Current element index (arrays) and current key (objects), to name a nested field. */
   index: number
   key: string
+  /** The value of a `constructor` key: a `prototype` key in it is refused. */
+  inConstructor: boolean
 }
 
 /**
  * Checks what `JSON.parse` silently accepts and this service refuses, on the raw bytes before
  * parsing: a key given twice in one object (parsers disagree on which value wins, so the signed
- * bytes would not say one thing), and nesting deeper than `LIMITS.nestingDepth` (refused before
- * a hostile document costs a parse). Strings are skipped with `indexOf`, so the cost follows the
- * number of tokens, not the size of the book. Malformed JSON is left to the parser to report.
+ * bytes would not say one thing), nesting deeper than `LIMITS.nestingDepth` (refused before
+ * a hostile document costs a parse), and the prototype-poisoning keys `__proto__` and
+ * `constructor.prototype` (what secure-json-parse refuses, checked here on the keys this scan
+ * visits anyway, so the parse can be a plain `JSON.parse`). Strings are skipped with `indexOf`,
+ * so the cost follows the number of tokens, not the size of the book. Malformed JSON is left to
+ * the parser to report.
  */
 export function checkJsonStructure (body: Buffer): PayloadError | undefined {
   const stack: Container[] = []
@@ -42,7 +48,9 @@ export function checkJsonStructure (body: Buffer): PayloadError | undefined {
       if (stack.length >= LIMITS.nestingDepth) {
         return new PayloadError(path || 'body', `is nested deeper than ${LIMITS.nestingDepth} levels`)
       }
-      stack.push({ keys: byte === OPEN_OBJECT ? new Set() : undefined, path, index: 0, key: '' })
+      const parent = stack.at(-1)
+      const inConstructor = byte === OPEN_OBJECT && parent?.keys !== undefined && parent.key === 'constructor'
+      stack.push({ keys: byte === OPEN_OBJECT ? new Set() : undefined, path, index: 0, key: '', inConstructor })
     } else if (byte === CLOSE_OBJECT || byte === CLOSE_ARRAY) {
       stack.pop()
     } else if (byte === COMMA) {
@@ -53,8 +61,10 @@ export function checkJsonStructure (body: Buffer): PayloadError | undefined {
       if (!top?.keys || stringStart === -1) return undefined
       const key = decodeKey(body, stringStart, stringEnd)
       if (key === undefined) return undefined
-      if (top.keys.has(key)) {
-        return new PayloadError(top.path ? `${top.path}.${key}` : key, 'is given twice in one object (duplicate key)')
+      const field = top.path ? `${top.path}.${key}` : key
+      if (top.keys.has(key)) return new PayloadError(field, 'is given twice in one object (duplicate key)')
+      if (key === '__proto__' || (key === 'prototype' && top.inConstructor)) {
+        return new PayloadError(field, 'is a prototype-poisoning key, refused')
       }
       top.keys.add(key)
       top.key = key

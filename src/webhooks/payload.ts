@@ -1,4 +1,6 @@
 import { Type, type Static } from 'typebox'
+import { Compile } from 'typebox/compile'
+import { PayloadError } from '../errors.ts'
 
 /** Documented limits: beyond them a delivery is a 400 naming the field. */
 export const LIMITS = {
@@ -62,15 +64,41 @@ export interface CompletedDelivery extends Delivery {
   book_data: BookData
 }
 
-export class PayloadError extends Error {
-  constructor (readonly field: string, message: string) {
-    super(`${field}: ${message}`)
-    this.name = 'PayloadError'
+const deliveryValidator = Compile(DeliverySchema)
+
+/**
+ * The one validation of a delivery, for the route and for a dead letter's replay: the schema, the
+ * rules it cannot name a field for, then text Postgres cannot store. `raw`, the body the value was
+ * parsed from, lets a clean body skip the walk over every string. Throws PayloadError.
+ */
+export function validateDelivery (value: unknown, raw?: Buffer): Delivery {
+  if (!deliveryValidator.Check(value)) throw schemaError(value)
+  checkDeliveryRules(value)
+  const unstorable = raw && !mayHoldUnstorableText(raw) ? undefined : findUnstorableText(value)
+  if (unstorable) throw unstorable
+  return value
+}
+
+/** `book_data.chapters[0].content: is required`, from the first schema error. */
+function schemaError (value: unknown): PayloadError {
+  const errors = deliveryValidator.Errors(value)
+  const [first] = errors
+  if (!first) return new PayloadError('body', 'does not match the delivery schema')
+  const field = first.instancePath.split('/').filter(Boolean)
+    .map((part) => /^\d+$/.test(part) ? `[${part}]` : `.${part}`).join('').replace(/^\./, '')
+  const { requiredProperties, allowedValue } = first.params as { requiredProperties?: string[], allowedValue?: unknown }
+  if (requiredProperties?.[0]) return new PayloadError(field ? `${field}.${requiredProperties[0]}` : requiredProperties[0], 'is required')
+  if (allowedValue !== undefined) {
+    const allowed = errors.filter((error) => error.instancePath === first.instancePath && error.keyword === 'const')
+      .map((error) => JSON.stringify((error.params as { allowedValue: unknown }).allowedValue))
+    return new PayloadError(field, `must be one of ${allowed.join(', ')}`)
   }
+  if (first.keyword === 'pattern') return new PayloadError(field, 'must be an ISO 8601 date-time')
+  return new PayloadError(field || 'body', first.message)
 }
 
 /** The rules a JSON schema cannot name a field for. Throws PayloadError. */
-export function checkDeliveryRules (delivery: Delivery): void {
+function checkDeliveryRules (delivery: Delivery): void {
   if (delivery.status === 'completed') {
     if (!delivery.book_data) throw new PayloadError('book_data', 'is required when status is "completed"')
     if (delivery.book_data.chapters.length === 0) {
@@ -111,26 +139,24 @@ export function mayHoldUnstorableText (raw: Buffer): boolean {
 /**
  * Postgres cannot store U+0000 in text or jsonb, and a lone UTF-16 surrogate (from a `\ud800`
  * escape) would be silently replaced on the way in. Walks the whole parsed body, unknown fields
- * included (a dead letter stores them), iteratively so hostile nesting cannot overflow the stack.
+ * included (a dead letter stores them), iteratively so hostile nesting cannot overflow the stack
+ * (nesting itself is bounded on the raw bytes, by `checkJsonStructure`).
  */
 export function findUnstorableText (body: unknown): PayloadError | undefined {
-  const stack: Array<{ value: unknown, path: string, depth: number }> = [{ value: body, path: '', depth: 0 }]
+  const stack: Array<{ value: unknown, path: string }> = [{ value: body, path: '' }]
   while (stack.length > 0) {
-    const { value, path, depth } = stack.pop()!
+    const { value, path } = stack.pop()!
     if (typeof value === 'string') {
       const problem = textProblem(value)
       if (problem) return new PayloadError(path || 'body', problem)
+    } else if (Array.isArray(value)) {
+      for (let i = 0; i < value.length; i++) stack.push({ value: value[i], path: `${path}[${i}]` })
     } else if (value !== null && typeof value === 'object') {
-      if (depth >= LIMITS.nestingDepth) return new PayloadError(path || 'body', `is nested deeper than ${LIMITS.nestingDepth} levels`)
-      if (Array.isArray(value)) {
-        for (let i = 0; i < value.length; i++) stack.push({ value: value[i], path: `${path}[${i}]`, depth: depth + 1 })
-      } else {
-        for (const [key, child] of Object.entries(value)) {
-          const childPath = path ? `${path}.${key}` : key
-          const keyProblem = textProblem(key)
-          if (keyProblem) return new PayloadError(childPath, `has a key that ${keyProblem}`)
-          stack.push({ value: child, path: childPath, depth: depth + 1 })
-        }
+      for (const [key, child] of Object.entries(value)) {
+        const childPath = path ? `${path}.${key}` : key
+        const keyProblem = textProblem(key)
+        if (keyProblem) return new PayloadError(childPath, `has a key that ${keyProblem}`)
+        stack.push({ value: child, path: childPath })
       }
     }
   }

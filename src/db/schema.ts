@@ -44,7 +44,11 @@ export const books = pgTable('books', {
   generatedAt: timestamp('generated_at', { withTimezone: true }),
   createdAt: createdAt(),
   updatedAt: updatedAt(),
-}, (table) => [index('books_user_id_created_at_idx').on(table.userId, table.createdAt)])
+}, (table) => [
+  index('books_user_id_created_at_idx').on(table.userId, table.createdAt),
+  // Readers catching up after an absence: books changed since a time (docs/DATA.md).
+  index('books_updated_at_idx').on(table.updatedAt),
+])
 
 export const chapters = pgTable('chapters', {
   id: generatedId(),

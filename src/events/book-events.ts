@@ -1,4 +1,8 @@
+import { sql } from 'drizzle-orm'
+import type { FastifyBaseLogger as Logger } from 'fastify'
 import { Type, type Static } from 'typebox'
+import type { DatabaseHandle } from '../db/client.ts'
+import type { DeliveryResult } from '../webhooks/deliver.ts'
 
 /** The Postgres channel readers LISTEN on (contract section 5, "Notifications to readers"). */
 export const BOOK_EVENTS_CHANNEL = 'book_events'
@@ -19,3 +23,45 @@ export const BookEventSchema = Type.Object({
 
 export type BookEvent = Static<typeof BookEventSchema>
 export type BookEventName = BookEvent['event']
+
+/** Postgres refuses a notification payload of 8,000 bytes or more. */
+export const MAX_NOTIFICATION_BYTES = 7_999
+
+/** The notification for a delivery that changed the tables; none for one that changed nothing. */
+export function bookEventFor (result: DeliveryResult, webhookId: string | undefined): BookEvent | undefined {
+  if (result.outcome !== 'book_created' && result.outcome !== 'book_updated' && result.outcome !== 'job_failed') return undefined
+  return {
+    event: result.outcome,
+    job_id: result.jobId,
+    book_id: result.bookId,
+    user_id: result.ownerId!,
+    chapter_count: result.chaptersCreated,
+    webhook_id: webhookId ?? null,
+  }
+}
+
+/**
+ * Tells readers of a committed change: `pg_notify` in its own one-statement transaction, right
+ * after the delivery's commit. Inside the delivery's transaction it would hold Postgres's
+ * cluster-wide notify lock through that commit's fsync and serialise every notifying commit
+ * (docs/PERFORMANCE.md has the figures); on its own it writes no WAL, so its commit waits for no
+ * fsync and holds the lock briefly. A crash between the two loses only the wake-up: readers catch
+ * up from the tables. On the embedded database, which no other process can reach, the event is
+ * logged instead. A failure is logged, never thrown: the delivery is committed.
+ */
+export async function publishBookEvent (db: DatabaseHandle, event: BookEvent, log: Logger): Promise<void> {
+  if (db.kind === 'embedded') {
+    log.info({ bookEvent: event }, 'book event (embedded database: logged, not notified)')
+    return
+  }
+  let payload = JSON.stringify(event)
+  if (Buffer.byteLength(payload) > MAX_NOTIFICATION_BYTES) {
+    log.warn({ jobId: event.job_id }, 'book event too large for a notification: sent without its webhook_id')
+    payload = JSON.stringify({ ...event, webhook_id: null })
+  }
+  try {
+    await db.rows(sql`SELECT pg_notify(${BOOK_EVENTS_CHANNEL}, ${payload})`)
+  } catch (err) {
+    log.warn({ jobId: event.job_id, code: (err as { code?: string }).code }, 'book event not sent: readers catch up from the tables')
+  }
+}

@@ -4,6 +4,7 @@ import type { FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
 import type { Config } from '../config.ts'
 import { HttpError } from '../errors.ts'
+import { bookEventFor, publishBookEvent } from '../events/book-events.ts'
 import { applyDelivery, type DeliveryOutcome } from '../webhooks/deliver.ts'
 import { checkJsonStructure } from '../webhooks/json-structure.ts'
 import { DeliverySchema, validateDelivery } from '../webhooks/payload.ts'
@@ -113,12 +114,15 @@ const bookCompletionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = asyn
     // validateDelivery, and the signature check has read the headers.
     validatorCompiler: () => () => true,
   }, async (request, reply) => {
+    const webhookId = request.headers['webhook-id'] as string | undefined
     const result = await applyDelivery(app.db, request.body, {
-      webhookId: request.headers['webhook-id'] as string | undefined,
+      webhookId,
       defaultUserId: config.defaultUserId,
       fallbackToOldestUser: development,
       log: request.log,
     })
+    const event = bookEventFor(result, webhookId)
+    if (event) await publishBookEvent(app.db, event, request.log)
     request.deliveryOutcome = result.outcome
     const processingTimeMs = Math.round(reply.elapsedTime * 100) / 100
     request.log.info({
@@ -132,8 +136,8 @@ const bookCompletionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = asyn
     if (result.outcome === 'dead_lettered') {
       return reply.code(422).send({ error: 'unprocessable_delivery', message: result.reason })
     }
-    const { outcome, reason, ...body } = result
-    return { success: true as const, ...body, processingTimeMs }
+    const { jobId, bookId, created, chaptersCreated, wordCount } = result
+    return { success: true as const, jobId, bookId, created, chaptersCreated, wordCount, processingTimeMs }
   })
 }
 

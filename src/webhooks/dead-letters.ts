@@ -1,7 +1,8 @@
 import { eq, sql } from 'drizzle-orm'
-import { queryBuilder, type Statements } from '../db/client.ts'
+import { queryBuilder, type DatabaseHandle, type Statements } from '../db/client.ts'
 import { webhookDeadLetters } from '../db/schema.ts'
 import { PayloadError } from '../errors.ts'
+import { bookEventFor, publishBookEvent, type BookEvent } from '../events/book-events.ts'
 import { applyDelivery, type DeliveryContext, type DeliveryOutcome } from './deliver.ts'
 import { validateDelivery, type Delivery } from './payload.ts'
 
@@ -62,8 +63,9 @@ class StillUnapplicable extends Error {}
  * back to a savepoint, so it writes no second dead letter and leaves this one pending. The stored
  * webhook-id is reused: a later retry of the same delivery by the sender is then a duplicate.
  */
-export async function replayDeadLetter (db: Statements, id: number, context: ReplayContext): Promise<ReplayResult> {
-  return db.transaction(async (tx) => {
+export async function replayDeadLetter (db: DatabaseHandle, id: number, context: ReplayContext): Promise<ReplayResult> {
+  let event: BookEvent | undefined
+  const replayed = await db.transaction(async (tx): Promise<ReplayResult> => {
     const [letter] = await tx.rows<LetterRow>(sql`
       SELECT id::int AS id, webhook_id, job_id, payload, replayed_at::text AS replayed_at
       FROM webhook_dead_letters WHERE id = ${id} FOR UPDATE`)
@@ -90,12 +92,15 @@ export async function replayDeadLetter (db: Statements, id: number, context: Rep
       throw err
     }
     await tx.rows(queryBuilder.update(webhookDeadLetters).set({ replayedAt: sql`now()` }).where(eq(webhookDeadLetters.id, id)))
+    event = bookEventFor(applied, letter.webhook_id ?? undefined)
     return { id, jobId: letter.job_id, outcome: applied.outcome as ReplayResult['outcome'] }
   })
+  if (event) await publishBookEvent(db, event, context.log)
+  return replayed
 }
 
 /** Every pending dead letter, oldest first, each in its own transaction. */
-export async function replayAllDeadLetters (db: Statements, context: ReplayContext): Promise<ReplayResult[]> {
+export async function replayAllDeadLetters (db: DatabaseHandle, context: ReplayContext): Promise<ReplayResult[]> {
   const results: ReplayResult[] = []
   for (const letter of await listDeadLetters(db, { pendingOnly: true })) {
     results.push(await replayDeadLetter(db, letter.id, context))

@@ -17,6 +17,8 @@ export type DeliveryOutcome =
 export interface DeliveryResult {
   outcome: DeliveryOutcome
   jobId: string
+  /** The job's owner; null for a dead letter (no job). */
+  ownerId: string | null
   bookId: string | null
   /** True only when this delivery inserted the book (for `failed`, the job). */
   created: boolean
@@ -61,7 +63,7 @@ export async function applyDelivery (db: Statements, delivery: Delivery, context
       if (!job) return deadLetter(tx, delivery, ownerId, context)
     }
 
-    if (job.replayed) return unchanged(tx, 'duplicate_ignored', delivery.job_id)
+    if (job.replayed) return unchanged(tx, 'duplicate_ignored', delivery.job_id, job.user_id)
 
     if (delivery.user_id !== undefined && delivery.user_id !== job.user_id) {
       context.log.warn({ jobId: delivery.job_id, jobUserId: job.user_id, payloadUserId: delivery.user_id },
@@ -69,8 +71,8 @@ export async function applyDelivery (db: Statements, delivery: Delivery, context
     }
 
     if (delivery.status === 'completed') return writeBook(tx, delivery as CompletedDelivery, job.user_id, context)
-    if (job.status === 'COMPLETED') return unchanged(tx, 'failure_ignored', delivery.job_id)
-    return recordFailure(tx, delivery, context)
+    if (job.status === 'COMPLETED') return unchanged(tx, 'failure_ignored', delivery.job_id, job.user_id)
+    return recordFailure(tx, delivery, job.user_id, context)
   })
 }
 
@@ -101,7 +103,7 @@ async function createJob (db: Statements, delivery: Delivery, ownerId: string, c
 
   if (!book) {
     const [job] = await db.rows<{ id: string }>(insertJob)
-    return job && { outcome: 'job_failed', jobId: delivery.job_id, bookId: null, created: true, chaptersCreated: 0, wordCount: null }
+    return job && { outcome: 'job_failed', jobId: delivery.job_id, ownerId, bookId: null, created: true, chaptersCreated: 0, wordCount: null }
   }
 
   const chapters = chapterRows(delivery.job_id, book, context.log)
@@ -121,7 +123,7 @@ async function createJob (db: Statements, delivery: Delivery, ownerId: string, c
       FROM book CROSS JOIN incoming
     )
     SELECT id FROM book`)
-  return written && { outcome: 'book_created', jobId: delivery.job_id, bookId: written.id, created: true, chaptersCreated: book.chapters.length, wordCount: book.word_count }
+  return written && { outcome: 'book_created', jobId: delivery.job_id, ownerId, bookId: written.id, created: true, chaptersCreated: book.chapters.length, wordCount: book.word_count }
 }
 
 /** 4.2 for a job that exists: its row lock, held until the transaction ends. */
@@ -167,10 +169,11 @@ async function writeBook (tx: Transaction, delivery: CompletedDelivery, ownerId:
     )
     SELECT id, inserted FROM book`)
 
-  if (!written) return unchanged(tx, 'stale_ignored', delivery.job_id)
+  if (!written) return unchanged(tx, 'stale_ignored', delivery.job_id, ownerId)
   return {
     outcome: written.inserted ? 'book_created' : 'book_updated',
     jobId: delivery.job_id,
+    ownerId,
     bookId: written.id,
     created: written.inserted,
     chaptersCreated: book.chapters.length,
@@ -179,19 +182,19 @@ async function writeBook (tx: Transaction, delivery: CompletedDelivery, ownerId:
 }
 
 /** 4.3 `failed` on a locked job that is not COMPLETED. */
-async function recordFailure (tx: Transaction, delivery: Delivery, context: DeliveryContext): Promise<DeliveryResult> {
+async function recordFailure (tx: Transaction, delivery: Delivery, ownerId: string, context: DeliveryContext): Promise<DeliveryResult> {
   await tx.rows(sql`
     UPDATE book_jobs SET status = 'FAILED', error = ${delivery.error ?? null}, updated_at = now(), ${recordApplied(context.webhookId)}
     WHERE id = ${delivery.job_id}`)
   const stored = await storedBook(tx, delivery.job_id)
-  return { outcome: 'job_failed', jobId: delivery.job_id, bookId: stored?.id ?? null, created: false, chaptersCreated: stored?.chapters ?? 0, wordCount: stored?.word_count ?? null }
+  return { outcome: 'job_failed', jobId: delivery.job_id, ownerId, bookId: stored?.id ?? null, created: false, chaptersCreated: stored?.chapters ?? 0, wordCount: stored?.word_count ?? null }
 }
 
 /** A delivery that changes nothing is answered with the stored book's figures. */
-async function unchanged (tx: Transaction, outcome: DeliveryOutcome, jobId: string): Promise<DeliveryResult> {
+async function unchanged (tx: Transaction, outcome: DeliveryOutcome, jobId: string, ownerId: string): Promise<DeliveryResult> {
   const stored = await storedBook(tx, jobId)
   tx.commitWithoutFlush()
-  return { outcome, jobId, bookId: stored?.id ?? null, created: false, chaptersCreated: stored?.chapters ?? 0, wordCount: stored?.word_count ?? null }
+  return { outcome, jobId, ownerId, bookId: stored?.id ?? null, created: false, chaptersCreated: stored?.chapters ?? 0, wordCount: stored?.word_count ?? null }
 }
 
 /** 4.1: no user can own the new job. The delivery is kept, and answered 422. */
@@ -200,7 +203,7 @@ async function deadLetter (tx: Transaction, delivery: Delivery, ownerId: string 
     ? 'no user: the payload has no user_id and DEFAULT_USER_ID is not set'
     : `user ${JSON.stringify(ownerId)} does not exist`
   await tx.rows(queryBuilder.insert(webhookDeadLetters).values({ webhookId: context.webhookId ?? null, jobId: delivery.job_id, reason, payload: delivery }))
-  return { outcome: 'dead_lettered', jobId: delivery.job_id, bookId: null, created: false, chaptersCreated: 0, wordCount: null, reason }
+  return { outcome: 'dead_lettered', jobId: delivery.job_id, ownerId: null, bookId: null, created: false, chaptersCreated: 0, wordCount: null, reason }
 }
 
 async function storedBook (tx: Transaction, jobId: string): Promise<{ id: string, word_count: number | null, chapters: number } | undefined> {

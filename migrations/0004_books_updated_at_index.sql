@@ -1,0 +1,1 @@
+CREATE INDEX "books_updated_at_idx" ON "books" USING btree ("updated_at");

@@ -469,7 +469,7 @@ def _deliver(
         attempt += 1
         elapsed = time.monotonic() - started
         # An attempt started late must not run far past max_elapsed.
-        attempt_timeout = max(1.0, min(timeout, max_elapsed - elapsed))
+        attempt_timeout = min(timeout, max(1.0, max_elapsed - elapsed))
         headers = request_headers(keys, webhook_id, int(time.time()), body)
         prefix = f"attempt {attempt}/{max_attempts} {webhook_id}:"
         retry_after: Optional[float] = None
@@ -493,7 +493,7 @@ def _deliver(
         wait = next_wait(attempt, retry_after=retry_after, elapsed=elapsed, max_attempts=max_attempts,
                          max_elapsed=max_elapsed, backoff=backoff, rand=rand)
         if wait is None:
-            bound = (f"{max_attempts} attempts made" if attempt >= max_attempts
+            bound = (f"{max_attempts} attempt{'s' if max_attempts > 1 else ''} made" if attempt >= max_attempts
                      else f"the next attempt would start after max_elapsed {max_elapsed:g} s")
             log.warning("%s %s; giving up (%s; %.1f s elapsed)", prefix, outcome, bound, elapsed)
             raise _RetriesSpent(attempt, elapsed, outcome)

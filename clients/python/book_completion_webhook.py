@@ -367,7 +367,8 @@ def spool_write(directory: str, webhook_id: str, body: bytes, reason: str) -> st
     The file is JSON ``{"webhook_id", "body", "spooled_at", "reason"}``; ``body`` is the exact
     text that was signed and sent. Its name starts with the UTC time, so a listing is oldest first.
     """
-    os.makedirs(directory, exist_ok=True)
+    # Book text inside: a directory it creates is its owner's only (an existing one is left as it is).
+    os.makedirs(directory, mode=0o700, exist_ok=True)
     now = datetime.now(tz=timezone.utc)
     safe_id = re.sub(r"[^A-Za-z0-9_-]", "_", webhook_id)[:100]
     path = os.path.join(directory, f"{now.strftime('%Y%m%dT%H%M%S.%fZ')}-{safe_id}{SPOOL_SUFFIX}")

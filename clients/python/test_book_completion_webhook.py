@@ -207,6 +207,11 @@ class SpoolTest(unittest.TestCase):
         self.assertEqual(set(record), {"webhook_id", "body", "spooled_at", "reason"})
         self.assertEqual(stat.S_IMODE(os.stat(path).st_mode) & 0o077, 0, "book text is readable by its owner only")
 
+    def test_a_directory_it_creates_is_private(self) -> None:
+        directory = os.path.join(self.directory, "nested", "spool")
+        kit.spool_write(directory, "msg_1", b"{}", "r")
+        self.assertEqual(stat.S_IMODE(os.stat(directory).st_mode) & 0o077, 0)
+
     def test_listed_oldest_first_without_temporary_files(self) -> None:
         first = kit.spool_write(self.directory, "msg_b", b"{}", "r")
         second = kit.spool_write(self.directory, "msg_a", b"{}", "r")

@@ -18,7 +18,7 @@ function loadEnvFile (): void {
   try {
     process.loadEnvFile(ENV_FILE)
   } catch (err) {
-    throw new ConfigError(ENV_FILE, `cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`)
+    throw new ConfigError(ENV_FILE, `cannot be read: ${(err as Error).message}`)
   }
 }
 

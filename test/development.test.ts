@@ -4,6 +4,7 @@ import { once } from 'node:events'
 import { copyFile, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { stripVTControlCharacters } from 'node:util'
 import { PGlite } from '@electric-sql/pglite'
 import { sql } from 'drizzle-orm'
@@ -15,7 +16,7 @@ import { completedDelivery } from './fixtures.ts'
 import { deliver, signedHeaders, startApp, testConfig } from './helper.ts'
 import { spawnServer } from './process.ts'
 
-const root = new URL('..', import.meta.url).pathname
+const root = fileURLToPath(new URL('..', import.meta.url))
 const UNSIGNED_WARNING = 'development: requests without signature headers are accepted'
 
 /** The front end's own test request, contract section 8, exactly as its curl sends it. */

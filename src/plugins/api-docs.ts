@@ -6,7 +6,7 @@ import type { Delivery } from '../webhooks/payload.ts'
 export const API_DOCS_PATH = '/docs'
 
 /** The front end's own test request (contract section 8), dated `now`, as its curl builds it. */
-export function frontEndTestRequest (now = new Date()): Delivery {
+function frontEndTestRequest (now = new Date()): Delivery {
   const at = now.toISOString().replace(/\.\d{3}Z$/, '.000Z')
   return {
     job_id: `test-auto-create-${Math.floor(now.getTime() / 1000)}`,

@@ -8,11 +8,13 @@ import { classifyDatabaseError, databaseUnavailable, HttpError, type DatabaseFai
 import type { DatabaseHandle } from './db/client.ts'
 import { loggerOptions } from './logger.ts'
 import databasePlugin from './plugins/database.ts'
+import apiDocsPlugin from './plugins/api-docs.ts'
 import openApiPlugin from './plugins/openapi.ts'
 import gracefulClosePlugin from './plugins/graceful-close.ts'
 import metricsPlugin from './plugins/metrics.ts'
 import bookCompletionRoutes from './routes/book-completion.ts'
 import healthRoutes from './routes/health.ts'
+import rootRoutes from './routes/root.ts'
 
 export interface AppOptions {
   /** A pino logger to use instead of one built from the config (tests capture logs with it). */
@@ -48,10 +50,18 @@ export async function buildApp (config: Config, options: AppOptions = {}) {
     ajv: { customOptions: { coerceTypes: false } },
   }).withTypeProvider<TypeBoxTypeProvider>()
 
-  await app.register(helmet)
+  await app.register(helmet, {
+    contentSecurityPolicy: {
+      // Helmet's default CSP, minus upgrade-insecure-requests: over plain HTTP (npm run dev opened
+      // from another machine, a container's address) it turns the /docs page's own script and
+      // style requests into https ones that fail. It does nothing for the JSON routes.
+      directives: { upgradeInsecureRequests: null },
+    },
+  })
   await app.register(gracefulClosePlugin)
   // Before the routes: it collects their schemas as they are added.
   await app.register(openApiPlugin)
+  if (config.apiDocs) await app.register(apiDocsPlugin)
   await app.register(databasePlugin, { config, shared: options.database })
   await app.register(metricsPlugin)
 
@@ -73,6 +83,7 @@ export async function buildApp (config: Config, options: AppOptions = {}) {
     reply.header('x-request-id', request.id)
   })
 
+  await app.register(rootRoutes, { apiDocs: config.apiDocs })
   await app.register(healthRoutes)
   await app.register(bookCompletionRoutes, { config })
   return app

@@ -22,6 +22,8 @@ export const EnvSchema = Type.Object({
     ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) => Type.Literal(level)),
     { default: 'info' }
   ),
+  /** The API page (Swagger UI) at GET /docs; unset: on in development, off elsewhere. */
+  API_DOCS: Type.Optional(Type.Boolean()),
 })
 export type Env = Static<typeof EnvSchema>
 
@@ -96,6 +98,7 @@ export function loadConfig (source: NodeJS.ProcessEnv = process.env) {
     /** Longest a client may take to send one whole request (a slow body is cut off with 408). */
     requestTimeoutMs: checked.REQUEST_TIMEOUT_SECONDS * 1000,
     logLevel: checked.LOG_LEVEL,
+    apiDocs: checked.API_DOCS ?? development,
   }
 }
 

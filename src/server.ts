@@ -1,15 +1,31 @@
+import { existsSync } from 'node:fs'
 import type { AddressInfo } from 'node:net'
 import closeWithGrace from 'close-with-grace'
 import { buildApp } from './app.ts'
+import { API_DOCS_PATH } from './plugins/api-docs.ts'
 import { BOOK_COMPLETION_PATH } from './routes/book-completion.ts'
 import { ConfigError, loadConfig } from './config.ts'
 
 /** How long in-flight deliveries get to finish after SIGTERM/SIGINT. */
 export const SHUTDOWN_GRACE_MS = 10_000
 
+/** Read at start when present, in the working directory; variables already set win over it. */
+export const ENV_FILE = '.env'
+
+// Not `node --env-file-if-exists`: under `tsx watch` it prints "not found" twice when there is none.
+function loadEnvFile (): void {
+  if (!existsSync(ENV_FILE)) return
+  try {
+    process.loadEnvFile(ENV_FILE)
+  } catch (err) {
+    throw new ConfigError(ENV_FILE, `cannot be read: ${(err as Error).message}`)
+  }
+}
+
 async function main (): Promise<void> {
   let config
   try {
+    loadEnvFile()
     config = loadConfig()
   } catch (err) {
     if (err instanceof ConfigError) {
@@ -20,8 +36,9 @@ async function main (): Promise<void> {
   }
 
   const app = await buildApp(config)
-  if (config.environment === 'development' && config.weakSecrets > 0) {
-    app.log.warn('WEBHOOK_SECRET holds a weak key (under 24 bytes): refused outside development')
+  if (config.environment === 'development') {
+    app.log.warn('development: requests without signature headers are accepted (logged verified: false); outside development every request must be signed')
+    if (config.weakSecrets > 0) app.log.warn('WEBHOOK_SECRET holds a weak key (under 24 bytes): refused outside development')
   }
 
   closeWithGrace({ delay: SHUTDOWN_GRACE_MS }, async ({ signal, err }) => {
@@ -35,6 +52,7 @@ async function main (): Promise<void> {
   const shownHost = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host
   app.log.info({ environment: config.environment, database: config.databaseUrl ? 'postgres' : 'embedded' },
     `webhook endpoint: POST http://${shownHost}:${port}${BOOK_COMPLETION_PATH}`)
+  if (config.apiDocs) app.log.info(`API page: http://${shownHost}:${port}${API_DOCS_PATH}`)
 }
 
 await main()

@@ -28,6 +28,8 @@ const HELP = `npm run bench -- [options]
                             the job's row lock); retry: one job, one webhook-id (a sender's retries)
   --size 10k|94k|1m|10m     book preset: 1, 10, 100, 100 chapters (default 94k)
   --chapters N              override the preset's chapter count
+  --ascii                   send the body as Python's json.dumps writes it by default
+                            (ensure_ascii=True: every non-ASCII character as a \\u escape)
   --connections N           concurrent HTTP connections (default 10)
   --duration S              measured seconds (default 10), after --warmup S (default 3)
   --replicas N              service processes behind the same database (default 1)
@@ -49,6 +51,7 @@ const { values: args } = parseArgs({
     mode: { type: 'string', default: 'create' },
     size: { type: 'string', default: '94k' },
     chapters: { type: 'string' },
+    ascii: { type: 'boolean', default: false },
     connections: { type: 'string', default: '10' },
     duration: { type: 'string', default: '10' },
     warmup: { type: 'string', default: '3' },
@@ -100,10 +103,16 @@ interface Signed { body: Buffer, headers: Record<string, string> }
 /** Splices job ids into one serialised body instead of re-serialising the book per request. */
 function bodyFactory (book: BenchBook): (jobId: string) => Buffer {
   const marker = `__job_${randomUUID()}__`
-  const [before, after] = deliveryBody(book, marker).split(marker) as [string, string]
+  const body = deliveryBody(book, marker)
+  const [before, after] = (args.ascii ? escapeNonAscii(body) : body).split(marker) as [string, string]
   const head = Buffer.from(before)
   const tail = Buffer.from(after)
   return (jobId) => Buffer.concat([head, Buffer.from(jobId), tail])
+}
+
+/** What Python's `json.dumps(..., ensure_ascii=True)` sends: UTF-16 units above U+007F as `\\uXXXX`. */
+function escapeNonAscii (json: string): string {
+  return json.replace(/[\u0080-\uffff]/g, (unit) => `\\u${unit.charCodeAt(0).toString(16).padStart(4, '0')}`)
 }
 
 function presign (count: number, makeBody: (jobId: string) => Buffer, redeliverJobId: string): Signed[] {
@@ -325,6 +334,7 @@ async function main (): Promise<void> {
       at: new Date().toISOString(),
       mode,
       size: args.size,
+      ascii: args.ascii,
       chapters: chapterCount,
       bodyBytes,
       connections,
@@ -367,7 +377,7 @@ async function main (): Promise<void> {
 
     process.stdout.write('\n')
     printTable([
-      ['mode / book', `${mode}, ${chapterCount} chapters, ${(bodyBytes / 1000).toFixed(1)} KB body`],
+      ['mode / book', `${mode}, ${chapterCount} chapters, ${(bodyBytes / 1000).toFixed(1)} KB body${args.ascii ? ' (non-ASCII as \\u escapes)' : ''}`],
       ['setup', `${replicaCount} replica(s), ${connections} connections, ${pgbouncer ? `through PgBouncer ${pgbouncer.version}` : args.socket ? `Unix socket ${args.socket}` : 'TCP loopback'} to Postgres`],
       ['deliveries', `${delivered} in ${run.seconds} s (warm-up ${warm.ok} in ${warm.seconds} s)`],
       ['throughput', `${summary.rps} deliveries/s`],

@@ -9,6 +9,10 @@ declare module 'fastify' {
     /** This app's Prometheus registry (one per app: tests build several apps in one process). */
     metrics: Registry
   }
+  interface FastifyRequest {
+    /** Set by whoever answers a delivery before it reaches the route (overload, shutdown): counted as its outcome. */
+    rejectionOutcome: string | undefined
+  }
 }
 
 /** Seconds; deliveries take milliseconds, a slow database seconds, the statement timeout 15 s. */
@@ -55,10 +59,11 @@ export default fp(async (app) => {
   poolGauge('webhook_db_pool_waiting_clients', 'Queries waiting for a database connection', (stats) => stats.waiting)
 
   app.decorate('metrics', registry)
+  app.decorateRequest('rejectionOutcome', undefined)
 
   app.addHook('onResponse', async (request, reply) => {
     if (request.routeOptions.url !== BOOK_COMPLETION_PATH) return
-    const outcome = request.deliveryOutcome ?? rejectionOutcome(reply.statusCode)
+    const outcome = request.deliveryOutcome ?? request.rejectionOutcome ?? rejectionOutcome(reply.statusCode)
     deliveries.inc({ outcome, status_code: String(reply.statusCode) })
     duration.observe({ outcome }, reply.elapsedTime / 1000)
   })

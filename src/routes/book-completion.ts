@@ -4,6 +4,7 @@ import type { FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
 import type { Config } from '../config.ts'
 import { HttpError } from '../errors.ts'
+import loadSheddingPlugin from '../plugins/load-shedding.ts'
 import { applyDelivery, type DeliveryOutcome } from '../webhooks/deliver.ts'
 import { checkJsonStructure } from '../webhooks/json-structure.ts'
 import { checkDeliveryRules, DeliverySchema, findUnstorableText, mayHoldUnstorableText } from '../webhooks/payload.ts'
@@ -51,6 +52,7 @@ declare module 'fastify' {
 const bookCompletionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, { config }) => {
   const development = config.environment === 'development'
   const parseJson = app.getDefaultJsonParser('error', 'error')
+  await app.register(loadSheddingPlugin, { config })
 
   app.decorateRequest('signatureVerified', false)
   app.decorateRequest('deliveryOutcome', undefined)

@@ -44,6 +44,8 @@ export async function buildApp (config: Config, options: AppOptions = {}) {
       headersTimeout: Math.min(60_000, config.requestTimeoutMs),
       connectionsCheckingInterval: Math.min(30_000, Math.ceil(config.requestTimeoutMs / 4)),
     },
+    // src/plugins/graceful-close.ts answers requests that arrive while closing, in the contract's shape.
+    return503OnClosing: false,
     requestIdHeader: 'webhook-id',
     genReqId: () => randomUUID(),
     ajv: { customOptions: { coerceTypes: false } },

@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto'
 import type { Config } from './config.ts'
 import { classifyDatabaseError, databaseUnavailable, HttpError } from './errors.ts'
 import type { DatabaseHandle } from './db/client.ts'
-import { loggerOptions } from './logger.ts'
+import { loggerOptions, stackFrames } from './logger.ts'
 import databasePlugin from './plugins/database.ts'
 import openApiPlugin from './plugins/openapi.ts'
 import gracefulClosePlugin from './plugins/graceful-close.ts'
@@ -63,7 +63,8 @@ export async function buildApp (config: Config, options: AppOptions = {}) {
     if (statusCode >= 500) {
       const { failure, code } = classifyDatabaseError(err)
       // Never log the error itself: a failed query's message carries the SQL and the book text.
-      request.log.error({ errName: err.name, code, failure }, 'request failed')
+      // A 500 is a bug of ours: its stack frames say where.
+      request.log.error({ errName: err.name, code, failure, ...(statusCode === 500 ? { frames: stackFrames(err) } : {}) }, 'request failed')
     } else {
       request.log.info({ statusCode, error: body.error, message: body.message }, 'request rejected')
     }

@@ -93,6 +93,7 @@ const bookCompletionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = asyn
       })
     } catch (err) {
       if (err instanceof SignatureError) {
+        app.deliveryMetrics.signatureRejected(err.reason)
         request.log.info({ reason: err.reason, hint: SIGNATURE_HINTS[err.reason] }, 'webhook signature rejected')
         throw new HttpError(401, 'invalid_signature', err.message)
       }

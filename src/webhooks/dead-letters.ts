@@ -112,3 +112,9 @@ function validateStored (payload: unknown): string | undefined {
   }
   return findUnstorableText(payload)?.message
 }
+
+/** Dead letters not replayed yet (the metrics' gauge). */
+export async function countPendingDeadLetters (db: Database): Promise<number> {
+  const [row] = await queryRows<{ n: number }>(db, sql`SELECT count(*)::int AS n FROM webhook_dead_letters WHERE replayed_at IS NULL`)
+  return row?.n ?? 0
+}

@@ -16,7 +16,7 @@ export interface CompiledService {
 }
 
 /**
- * What `npm run build` produces, compiled into a directory of this test file's own: other test
+ * What `npm run build` produces (and the package.json and migrations/ beside it), compiled into a directory of this test file's own: other test
  * files running at the same time never see a half-rebuilt dist/. It sits under node_modules/.cache
  * so the compiled code resolves its packages from the project's node_modules.
  */
@@ -26,6 +26,7 @@ export async function compileService (t: { teardown: (fn: () => unknown) => void
   const dir = await mkdtemp(join(cache, 'bcw-build-'))
   t.teardown(() => rm(dir, { recursive: true, force: true }))
   await symlink(join(ROOT, 'migrations'), join(dir, 'migrations'))
+  await symlink(join(ROOT, 'package.json'), join(dir, 'package.json'))
   await execFileAsync(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', join(ROOT, 'tsconfig.build.json'), '--outDir', join(dir, 'dist')])
   return {
     dir,

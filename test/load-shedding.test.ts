@@ -182,7 +182,8 @@ if (await requiresPostgres(t, 'a flood of 9 MB uploads against a server process'
     const latencies = health.map((probe) => probe.ms).sort((a, b) => a - b)
     const percentile = (p: number) => Math.round(latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))]!)
     t.ok(health.length >= 3 && health.every((probe) => probe.status === 200), `/health answered 200 throughout (${health.length} probes)`)
-    t.ok(percentile(1) < 1_500, `/health stays fast: p50 ${percentile(0.5)} ms, p99 ${percentile(0.99)} ms, max ${percentile(1)} ms`)
+    // Under the 2 s the image's HEALTHCHECK waits (the unbounded flood reached 4 s here).
+    t.ok(percentile(1) < 2_000, `/health stays fast: p50 ${percentile(0.5)} ms, p99 ${percentile(0.99)} ms, max ${percentile(1)} ms`)
     // Without the in-flight budget the same flood peaked at 1,168 MiB here (README, "Load shedding").
     t.ok(peakRssMiB < 700, `peak RSS of the server ${peakRssMiB} MiB`)
     t.comment(`flood figures: ${JSON.stringify({ answers: byStatus, floodMs, peakRssMiB, health: { probes: health.length, p50: percentile(0.5), p99: percentile(0.99), max: percentile(1) } })}`)

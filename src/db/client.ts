@@ -1,13 +1,11 @@
 import { createHash } from 'node:crypto'
-import { PGlite, type Transaction as PGliteTransaction } from '@electric-sql/pglite'
+import type { Transaction as PGliteTransaction } from '@electric-sql/pglite'
 import type { SQLWrapper } from 'drizzle-orm'
 import { PgDialect } from 'drizzle-orm/pg-core'
-import { drizzle as drizzlePglite } from 'drizzle-orm/pglite'
 import { drizzle as drizzlePg } from 'drizzle-orm/node-postgres'
 import pg from 'pg'
 import type { FastifyBaseLogger as Logger } from 'fastify'
 import { classifyDatabaseError } from '../errors.ts'
-import { migrateEmbedded } from './migrations.ts'
 import * as schema from './schema.ts'
 
 /**
@@ -203,6 +201,10 @@ function openPostgres (connectionString: string, options: DatabaseOptions, timeo
 }
 
 async function openEmbedded (dataDir: string, log: Logger): Promise<DatabaseHandle> {
+  // Loaded only here: production and the operator commands never pay for the embedded database.
+  const [{ PGlite }, { drizzle: drizzlePglite }, { migrateEmbedded }] = await Promise.all([
+    import('@electric-sql/pglite'), import('drizzle-orm/pglite'), import('./migrations.ts'),
+  ])
   const client = await PGlite.create(dataDir)
   await migrateEmbedded(drizzlePglite(client))
 

@@ -1,7 +1,7 @@
 import { sql } from 'drizzle-orm'
 import t from 'tap'
 import { request } from 'undici'
-import { findPgbouncer, startPgbouncer } from '../scripts/bench/pgbouncer.ts'
+import { findPgbouncer, startPgbouncer } from '../bench/pgbouncer.ts'
 import { completedDelivery, failedDelivery } from './fixtures.ts'
 import { count, createUser, deliver, freshDatabase, requiresPostgres, startApp, testConfig } from './helper.ts'
 

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import pg from 'pg'
-import { migratePostgres } from '../../src/db/migrations.ts'
+import { migratePostgres } from '../src/db/migrations.ts'
 import { BENCH_USER_ID } from './book.ts'
 
 /** The server the benchmark creates its database on (the same default as the tests). */

@@ -1,4 +1,4 @@
-import { countWords } from '../../src/webhooks/word-count.ts'
+import { countWords } from '../src/webhooks/word-count.ts'
 
 /** Book sizes the benchmark knows: chapters and the target size of the whole body. */
 export const SIZES = {

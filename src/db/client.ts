@@ -161,30 +161,40 @@ function openPostgres (connectionString: string, options: DatabaseOptions, timeo
     exec: (text) => on.query(text),
   })
 
-  // The client is taken and released here, around BEGIN … COMMIT on that one client. A client
-  // whose connection failed or timed out is destroyed, never reused: after a client-side query
-  // timeout the server's late answer would otherwise be read as the next query's.
-  const transaction = async <T>(work: (tx: Transaction) => Promise<T>): Promise<T> => {
+  // A client is taken and released here, around one statement or BEGIN … COMMIT. A client whose
+  // connection failed or timed out is destroyed, never reused: after a client-side query timeout
+  // the server's late answer would otherwise be read as the next query's. One whose statement
+  // failed on the sender's data is kept (pool.query would destroy it and reconnect).
+  const withClient = async <T>(use: (client: pg.PoolClient, discard: (err: Error) => void) => Promise<T>): Promise<T> => {
     const client = await pool.connect()
     let broken: Error | undefined
     try {
-      await client.query('BEGIN')
-      let flush = true
-      const result = await work(transactionOn(connection(client), 1, () => { flush = false }))
-      await client.query(flush ? 'COMMIT' : 'SET LOCAL synchronous_commit = off; COMMIT')
-      return result
+      return await use(client, (err) => { broken = err })
     } catch (err) {
       if (classifyDatabaseError(err).failure === 'unavailable') broken = err as Error
-      else await client.query('ROLLBACK').catch((rollbackError: Error) => { broken = rollbackError })
       throw err
     } finally {
       client.release(broken)
     }
   }
 
+  const transaction = <T>(work: (tx: Transaction) => Promise<T>): Promise<T> => withClient(async (client, discard) => {
+    await client.query('BEGIN')
+    try {
+      let flush = true
+      const result = await work(transactionOn(connection(client), 1, () => { flush = false }))
+      await client.query(flush ? 'COMMIT' : 'SET LOCAL synchronous_commit = off; COMMIT')
+      return result
+    } catch (err) {
+      // A ROLLBACK that fails means a lost connection: the client is discarded, the first error kept.
+      if (classifyDatabaseError(err).failure !== 'unavailable') await client.query('ROLLBACK').catch(discard)
+      throw err
+    }
+  })
+
   return {
     kind: 'postgres',
-    rows: connection(pool).run,
+    rows: (statement) => withClient((client) => connection(client).run(statement)),
     transaction,
     ping: async () => { await pool.query('SELECT 1') },
     poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),

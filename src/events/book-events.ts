@@ -40,28 +40,58 @@ export function bookEventFor (result: DeliveryResult, webhookId: string | undefi
   }
 }
 
+/** Sends the notifications of committed changes. */
+export interface BookEventPublisher {
+  /** Resolves once the notification is sent, or its failure logged: never rejects. */
+  publish: (event: BookEvent, log: Logger) => Promise<void>
+}
+
 /**
  * Tells readers of a committed change: `pg_notify` in its own one-statement transaction, right
  * after the delivery's commit. Inside the delivery's transaction it would hold Postgres's
- * cluster-wide notify lock through that commit's fsync and serialise every notifying commit
- * (docs/PERFORMANCE.md has the figures); on its own it writes no WAL, so its commit waits for no
- * fsync and holds the lock briefly. A crash between the two loses only the wake-up: readers catch
- * up from the tables. On the embedded database, which no other process can reach, the event is
- * logged instead. A failure is logged, never thrown: the delivery is committed.
+ * cluster-wide notify lock through that commit's WAL flush, so every notifying commit would wait
+ * for the previous one's fsync; on its own it writes no WAL and holds the lock briefly. The
+ * events of deliveries that commit while a notification statement is under way go together in
+ * the next one: one round trip for several (docs/PERFORMANCE.md has the figures). A crash between
+ * commit and notification loses only the wake-up: readers catch up from the tables. On the
+ * embedded database, which no other process can reach, each event is logged instead.
  */
-export async function publishBookEvent (db: DatabaseHandle, event: BookEvent, log: Logger): Promise<void> {
-  if (db.kind === 'embedded') {
-    log.info({ bookEvent: event }, 'book event (embedded database: logged, not notified)')
-    return
+export function bookEventPublisher (db: DatabaseHandle): BookEventPublisher {
+  const waiting: Array<{ payload: string, jobId: string, log: Logger, sent: () => void }> = []
+  let sending = false
+
+  const sendWaiting = (): void => {
+    if (sending || waiting.length === 0) return
+    sending = true
+    const batch = waiting.splice(0, waiting.length)
+    db.rows(sql`SELECT pg_notify(${BOOK_EVENTS_CHANNEL}, payload) FROM json_array_elements_text(${JSON.stringify(batch.map((item) => item.payload))}::json) AS payload`)
+      .catch((err: unknown) => {
+        for (const item of batch) {
+          item.log.warn({ jobId: item.jobId, code: (err as { code?: string }).code }, 'book event not sent: readers catch up from the tables')
+        }
+      })
+      .finally(() => {
+        sending = false
+        for (const item of batch) item.sent()
+        sendWaiting()
+      })
   }
-  let payload = JSON.stringify(event)
-  if (Buffer.byteLength(payload) > MAX_NOTIFICATION_BYTES) {
-    log.warn({ jobId: event.job_id }, 'book event too large for a notification: sent without its webhook_id')
-    payload = JSON.stringify({ ...event, webhook_id: null })
-  }
-  try {
-    await db.rows(sql`SELECT pg_notify(${BOOK_EVENTS_CHANNEL}, ${payload})`)
-  } catch (err) {
-    log.warn({ jobId: event.job_id, code: (err as { code?: string }).code }, 'book event not sent: readers catch up from the tables')
+
+  return {
+    publish: (event, log) => {
+      if (db.kind === 'embedded') {
+        log.info({ bookEvent: event }, 'book event (embedded database: logged, not notified)')
+        return Promise.resolve()
+      }
+      let payload = JSON.stringify(event)
+      if (Buffer.byteLength(payload) > MAX_NOTIFICATION_BYTES) {
+        log.warn({ jobId: event.job_id }, 'book event too large for a notification: sent without its webhook_id')
+        payload = JSON.stringify({ ...event, webhook_id: null })
+      }
+      return new Promise((resolve) => {
+        waiting.push({ payload, jobId: event.job_id, log, sent: resolve })
+        sendWaiting()
+      })
+    },
   }
 }

@@ -4,7 +4,7 @@ import type { FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
 import type { Config } from '../config.ts'
 import { HttpError } from '../errors.ts'
-import { bookEventFor, publishBookEvent } from '../events/book-events.ts'
+import { bookEventFor } from '../events/book-events.ts'
 import { applyDelivery, type DeliveryOutcome } from '../webhooks/deliver.ts'
 import { checkJsonStructure } from '../webhooks/json-structure.ts'
 import { DeliverySchema, validateDelivery } from '../webhooks/payload.ts'
@@ -122,7 +122,7 @@ const bookCompletionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = asyn
       log: request.log,
     })
     const event = bookEventFor(result, webhookId)
-    if (event) await publishBookEvent(app.db, event, request.log)
+    if (event) await app.bookEvents.publish(event, request.log)
     request.deliveryOutcome = result.outcome
     const processingTimeMs = Math.round(reply.elapsedTime * 100) / 100
     request.log.info({

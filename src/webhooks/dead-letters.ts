@@ -2,7 +2,7 @@ import { eq, sql } from 'drizzle-orm'
 import { queryBuilder, type DatabaseHandle, type Statements } from '../db/client.ts'
 import { webhookDeadLetters } from '../db/schema.ts'
 import { PayloadError } from '../errors.ts'
-import { bookEventFor, publishBookEvent, type BookEvent } from '../events/book-events.ts'
+import { bookEventFor, bookEventPublisher, type BookEvent } from '../events/book-events.ts'
 import { applyDelivery, type DeliveryContext, type DeliveryOutcome } from './deliver.ts'
 import { validateDelivery, type Delivery } from './payload.ts'
 
@@ -95,7 +95,7 @@ export async function replayDeadLetter (db: DatabaseHandle, id: number, context:
     event = bookEventFor(applied, letter.webhook_id ?? undefined)
     return { id, jobId: letter.job_id, outcome: applied.outcome as ReplayResult['outcome'] }
   })
-  if (event) await publishBookEvent(db, event, context.log)
+  if (event) await bookEventPublisher(db).publish(event, context.log)
   return replayed
 }
 

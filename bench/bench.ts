@@ -9,12 +9,13 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
-import { deliveryBody, makeBook, type BenchBook } from './book.ts'
-import { createBenchDatabase, type BenchDatabase } from './database.ts'
+import type { BookData } from '../src/webhooks/payload.ts'
+import { bookOfSize, completedDelivery } from '../scripts/deliveries.ts'
+import { BENCH_USER_ID, createBenchDatabase, type BenchDatabase } from './database.ts'
 import { runFloor, type FloorResult } from './floor.ts'
 import { drive, presign, type LoadResult } from './load.ts'
 import { exitOnBadOption, HELP, parseOptions, UsageError, type BenchOptions } from './options.ts'
-import { startPgbouncer, type RunningPgbouncer } from './pgbouncer.ts'
+import { startPgbouncer, type RunningPgbouncer } from '../test/support/pgbouncer.ts'
 import { DatabaseBackendsCpu, peakRssMb, postgresServerCpuMs, processCpuMs } from './proc.ts'
 import { topSelfTime } from './profile.ts'
 import { startService, type RunningService } from './service.ts'
@@ -34,9 +35,9 @@ function loadSnapshot (): string {
 }
 
 /** Splices job ids into one serialised body instead of re-serialising the book per request. */
-function bodyFactory (book: BenchBook): (jobId: string) => Buffer {
+function bodyFactory (book: BookData): (jobId: string) => Buffer {
   const marker = `__job_${randomUUID()}__`
-  const [before, after] = deliveryBody(book, marker).split(marker) as [string, string]
+  const [before, after] = JSON.stringify(completedDelivery({ jobId: marker, userId: BENCH_USER_ID, book })).split(marker) as [string, string]
   const head = Buffer.from(before)
   const tail = Buffer.from(after)
   return (jobId) => Buffer.concat([head, Buffer.from(jobId), tail])
@@ -159,7 +160,7 @@ function readProfile (profileDir: string): ReturnType<typeof topSelfTime> | unde
 }
 
 /** pgbench with the same writes, once per protocol asked for, the first being the primary floor. */
-async function runFloors (options: BenchOptions, book: BenchBook, database: BenchDatabase, workDir: string): Promise<FloorResult[]> {
+async function runFloors (options: BenchOptions, book: BookData, database: BenchDatabase, workDir: string): Promise<FloorResult[]> {
   const floors: FloorResult[] = []
   for (const protocol of options.floorProtocols) {
     progress(`floor: pgbench -M ${protocol}, ${options.durationSeconds} s, ${options.connections} connections`)
@@ -310,7 +311,7 @@ async function bench (options: BenchOptions): Promise<boolean> {
 
   const secret = `whsec_${randomBytes(32).toString('base64')}`
   const key = Buffer.from(secret.slice('whsec_'.length), 'base64')
-  const book = makeBook(options.chapters, options.bodyBytes)
+  const book = bookOfSize(options.chapters, options.bodyBytes)
   const makeBody = bodyFactory(book)
   const bodyBytes = makeBody('bench-00000000-0000-0000-0000-000000000000').length
   const database = await createBenchDatabase()

@@ -8,8 +8,9 @@ import { createHmac, randomBytes } from 'node:crypto'
 import { parseArgs } from 'node:util'
 import { findUnstorableText, mayHoldUnstorableText } from '../src/webhooks/payload.ts'
 import { countWords } from '../src/webhooks/word-count.ts'
-import { deliveryBody, makeBook, SIZES, type SizeName } from './book.ts'
-import { exitOnBadOption } from './options.ts'
+import { bookOfSize, completedDelivery } from '../scripts/deliveries.ts'
+import { BENCH_USER_ID } from './database.ts'
+import { exitOnBadOption, SIZES, type SizeName } from './options.ts'
 
 const USAGE = `npm run bench:body -- [--size ${Object.keys(SIZES).join('|')}]   (default 94k)`
 
@@ -29,7 +30,7 @@ function readSize (): SizeName {
 }
 
 const size = SIZES[readSize()]
-const body = Buffer.from(deliveryBody(makeBook(size.chapters, size.bodyBytes), 'job-1'))
+const body = Buffer.from(JSON.stringify(completedDelivery({ jobId: 'job-1', userId: BENCH_USER_ID, book: bookOfSize(size.chapters, size.bodyBytes) })))
 const text = body.toString()
 const parsed = JSON.parse(text) as { book_data: { chapters: Array<{ content: string }> } }
 const contents = parsed.book_data.chapters.map((chapter) => chapter.content)

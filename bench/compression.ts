@@ -6,8 +6,9 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { makeBook } from './book.ts'
-import { adminQuery, createBenchDatabase } from './database.ts'
+import { bookOfSize } from '../scripts/deliveries.ts'
+import { adminQuery } from '../test/support/postgres.ts'
+import { createBenchDatabase } from './database.ts'
 import { runFloor } from './floor.ts'
 import { exitOnBadOption } from './options.ts'
 
@@ -18,7 +19,7 @@ if (process.argv[2] === '--help' || process.argv[2] === '-h') {
 }
 if (process.argv.length > 2) exitOnBadOption(`unexpected ${JSON.stringify(process.argv[2])}`, USAGE)
 
-const book = makeBook(10, 94_000)
+const book = bookOfSize(10, 94_000)
 const workDir = mkdtempSync(join(tmpdir(), 'bcw-compression-'))
 try {
   for (const method of ['pglz', 'lz4', 'pglz', 'lz4']) {

@@ -3,15 +3,14 @@ import { chmod, cp, mkdtemp, readFile, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import pg from 'pg'
 import t from 'tap'
-import { request } from 'undici'
 import { parse } from 'yaml'
 import { EnvSchema } from '../src/config.ts'
 import { BOOK_COMPLETION_PATH } from '../src/routes/book-completion.ts'
-import { completedDelivery } from './fixtures.ts'
-import { requiresPostgres, signedHeaders, TEST_DATABASE_URL, TEST_SECRET } from './helper.ts'
-import { spawnServer } from './process.ts'
+import { completedDelivery } from '../scripts/deliveries.ts'
+import { deliver, requiresPostgres, TEST_SECRET } from './helper.ts'
+import { spawnServer } from './support/process.ts'
+import { adminQuery, createDatabase } from './support/postgres.ts'
 
 const run = promisify(execFile)
 const root = new URL('..', import.meta.url).pathname
@@ -140,17 +139,8 @@ if (await requiresPostgres(t, 'the image runtime: npm ci --omit=dev, migrate and
       t.notOk(await stat(join(app, 'node_modules', devOnly)).then(() => true, () => false), `${devOnly} is not installed`)
     }
 
-    const name = `bcw_image_${Date.now()}`
-    const admin = new pg.Client({ connectionString: TEST_DATABASE_URL })
-    await admin.connect()
-    await admin.query(`CREATE DATABASE ${name}`)
-    t.teardown(async () => {
-      await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
-      await admin.end()
-    })
-    const url = new URL(TEST_DATABASE_URL)
-    url.pathname = `/${name}`
-    const databaseUrl = url.toString()
+    const { url: databaseUrl, drop } = await createDatabase('bcw_image')
+    t.teardown(drop)
 
     // setpriv execs the command as nobody (no fork: signals and exit codes are the command's own).
     // tap's process tracking rides on NODE_OPTIONS, which the image does not have: dropped.
@@ -165,13 +155,10 @@ if (await requiresPostgres(t, 'the image runtime: npm ci --omit=dev, migrate and
     const viaNpm = await run('setpriv', [...nobody, 'npm', 'run', 'db:migrate'], { cwd: app, env: { ...baseEnv, HOME: npmHome } })
     t.match(viaNpm.stdout, /migrations applied/, 'npm run db:migrate works from the image')
 
-    const db = new pg.Client({ connectionString: databaseUrl })
-    await db.connect()
-    t.teardown(() => db.end())
-    const { rows: tables } = await db.query<{ table_name: string }>(
-      "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name")
+    const tables = await adminQuery<{ table_name: string }>(
+      "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name", databaseUrl)
     t.same(tables.map((row) => row.table_name), ['book_jobs', 'books', 'chapters', 'users', 'webhook_dead_letters'])
-    await db.query("INSERT INTO users (id) VALUES ('image-user')")
+    await adminQuery("INSERT INTO users (id) VALUES ('image-user')", databaseUrl)
 
     const server = await spawnServer(t, 'setpriv', [...nobody, process.execPath, 'dist/server.js'], {
       cwd: app,
@@ -181,14 +168,10 @@ if (await requiresPostgres(t, 'the image runtime: npm ci --omit=dev, migrate and
     t.match(status, /^Uid:\s+65534\b/m, 'the server process runs as nobody (uid 65534), not root')
 
     const delivery = completedDelivery({ userId: 'image-user', chapters: 2 })
-    const body = JSON.stringify(delivery)
-    const response = await request(`${server.url}${BOOK_COMPLETION_PATH}`, { method: 'POST', body, headers: signedHeaders(body) })
-    t.equal(response.statusCode, 200, 'a signed delivery is accepted')
-    await response.body.dump()
-    const unsigned = await request(`${server.url}${BOOK_COMPLETION_PATH}`, { method: 'POST', body, headers: { 'content-type': 'application/json' } })
-    t.equal(unsigned.statusCode, 401, 'production env: an unsigned one is refused')
-    await unsigned.body.dump()
-    const { rows } = await db.query('SELECT status FROM book_jobs WHERE id = $1', [delivery.job_id])
+    const endpoint = `${server.url}${BOOK_COMPLETION_PATH}`
+    t.equal((await deliver(endpoint, delivery)).status, 200, 'a signed delivery is accepted')
+    t.equal((await deliver(endpoint, delivery, { 'content-type': 'application/json' })).status, 401, 'production env: an unsigned one is refused')
+    const rows = await adminQuery('SELECT status FROM book_jobs WHERE id = $1', databaseUrl, [delivery.job_id])
     t.same(rows, [{ status: 'COMPLETED' }], 'and committed')
 
     const port = new URL(server.url).port

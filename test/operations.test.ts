@@ -1,7 +1,6 @@
-import { request } from 'undici'
 import t from 'tap'
-import { TEST_SECRET, createUser, deliver, freshDatabase, signedHeaders, startApp, testConfig } from './helper.ts'
-import { completedDelivery } from './fixtures.ts'
+import { TEST_SECRET, createUser, deliver, freshDatabase, get, signedHeaders, startApp, testConfig } from './helper.ts'
+import { completedDelivery } from '../scripts/deliveries.ts'
 import { Writable } from 'node:stream'
 import pino from 'pino'
 import { loggerOptions } from '../src/logger.ts'
@@ -9,11 +8,6 @@ import { loggerOptions } from '../src/logger.ts'
 const databaseUrl = await freshDatabase(t)
 const running = await startApp(t, testConfig(databaseUrl))
 await createUser(running, 'ops-user')
-
-async function get (path: string, on = running.url) {
-  const response = await request(`${on}${path}`)
-  return { status: response.statusCode, headers: response.headers, text: await response.body.text() }
-}
 
 /** The value of one sample in Prometheus text format, or undefined when it is absent. */
 function sample (metrics: string, name: string, labels: Record<string, string> = {}): number | undefined {
@@ -27,10 +21,10 @@ function sample (metrics: string, name: string, labels: Record<string, string> =
 }
 
 t.test('/health answers without the database, /ready with it', async (t) => {
-  const health = await get('/health')
+  const health = await get(`${running.url}/health`)
   t.equal(health.status, 200)
   t.same(JSON.parse(health.text), { status: 'ok' })
-  const ready = await get('/ready')
+  const ready = await get(`${running.url}/ready`)
   t.equal(ready.status, 200)
   t.same(JSON.parse(ready.text), { status: 'ready' })
   t.notOk(running.logs.some((line) => line.req !== undefined || line.res !== undefined), 'no per-request log lines for probes')
@@ -38,16 +32,14 @@ t.test('/health answers without the database, /ready with it', async (t) => {
 
 t.test('the request id is the webhook-id, echoed in x-request-id; helmet headers are on', async (t) => {
   const delivery = completedDelivery({ userId: 'ops-user', chapters: 2 })
-  const body = JSON.stringify(delivery)
-  const headers = signedHeaders(body, { id: 'msg_ops_request_id_1' })
-  const answer = await deliver(running.endpoint, body, headers)
+  const answer = await deliver(running.endpoint, delivery, signedHeaders(delivery, { id: 'msg_ops_request_id_1' }))
   t.equal(answer.status, 200)
   t.equal(answer.headers['x-request-id'], 'msg_ops_request_id_1')
   t.equal(answer.headers['x-content-type-options'], 'nosniff')
   const line = running.logs.find((entry) => entry.msg === 'delivery' && entry.jobId === delivery.job_id)
   t.equal(line?.reqId, 'msg_ops_request_id_1', 'the delivery log line carries the webhook-id as reqId')
 
-  const health = await get('/health')
+  const health = await get(`${running.url}/health`)
   t.match(health.headers['x-request-id'], /^[0-9a-f-]{36}$/, 'without webhook-id a UUID is generated')
 })
 
@@ -64,7 +56,7 @@ t.test('/metrics counts deliveries by outcome and status code, times them and sh
   t.equal((await deliver(running.endpoint, { job_id: 'x', status: 'completed' })).status, 400)
   t.equal((await deliver(running.endpoint, completedDelivery({ userId: 'nobody-known' }))).status, 422)
 
-  const metrics = await get('/metrics')
+  const metrics = await get(`${running.url}/metrics`)
   t.equal(metrics.status, 200)
   t.match(metrics.headers['content-type'], /^text\/plain; version=0\.0\.4/)
   const m = metrics.text
@@ -88,13 +80,13 @@ t.test('/metrics counts deliveries by outcome and status code, times them and sh
   const counted = (text: string) => text.split('\n').filter((l) => l.startsWith('webhook_deliveries_total{'))
     .reduce((sum, l) => sum + Number(l.split(' ').at(-1)), 0)
   const before = counted(m)
-  for (const path of ['/health', '/ready', '/metrics', '/api/webhooks/unknown']) await get(path)
-  t.equal(counted((await get('/metrics')).text), before, 'probes, scrapes and other routes are not deliveries')
+  for (const path of ['/health', '/ready', '/metrics', '/api/webhooks/unknown']) await get(`${running.url}${path}`)
+  t.equal(counted((await get(`${running.url}/metrics`)).text), before, 'probes, scrapes and other routes are not deliveries')
 })
 
 t.test('each app has its own registry', async (t) => {
   const other = await startApp(t, testConfig(databaseUrl))
-  const metrics = (await get('/metrics', other.url)).text
+  const metrics = (await get(`${other.url}/metrics`)).text
   t.equal(sample(metrics, 'webhook_deliveries_total'), undefined, 'a new app has counted nothing')
   t.match(metrics, /# TYPE webhook_deliveries_total counter/)
 })

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import fc from 'fast-check'
+import { completedDelivery, failedDelivery } from '../../scripts/deliveries.ts'
 import { FUZZ_USERS } from './valid-delivery.ts'
 
 /**
@@ -56,7 +57,7 @@ export function buildDeliveries ({ jobs, events }: { jobs: number, events: Event
     const tag = `${run}-d${index}`
     if (event.kind === 'failed') {
       const error = `failure ${tag}`
-      const body = JSON.stringify({ job_id: jobId, status: 'failed', timestamp: new Date().toISOString(), environment: 'production', user_id: FUZZ_USERS[0], error })
+      const body = JSON.stringify(failedDelivery(jobId, error, FUZZ_USERS[0]))
       sends.push({ tag, webhookId: `msg_${tag}`, jobId, status: 'failed', body, error })
       return
     }
@@ -67,13 +68,10 @@ export function buildDeliveries ({ jobs, events }: { jobs: number, events: Event
       description: `${tag} description ${i + 1}`,
     }))
     const title = `Livre ${tag}`
-    const body = JSON.stringify({
-      job_id: jobId,
-      status: 'completed',
-      timestamp: new Date().toISOString(),
-      environment: 'production',
-      user_id: FUZZ_USERS[0],
-      book_data: {
+    const body = JSON.stringify(completedDelivery({
+      jobId,
+      userId: FUZZ_USERS[0],
+      book: {
         book_title: title,
         topic: tag,
         goal: tag,
@@ -83,7 +81,7 @@ export function buildDeliveries ({ jobs, events }: { jobs: number, events: Event
         word_count: event.chapters * 7,
         chapter_count: event.chapters,
       },
-    })
+    }))
     sends.push({ tag, webhookId: `msg_${tag}`, jobId, status: 'completed', body, generatedAt, title, chapters })
   })
   return { jobIds, sends }

@@ -1,4 +1,5 @@
 import fc from 'fast-check'
+import type { CompletedDelivery } from '../../src/webhooks/payload.ts'
 
 /**
  * Arbitrary valid deliveries: text from every Unicode plane (no NUL, no lone surrogate), Markdown,
@@ -74,20 +75,8 @@ const outlineItem = fc.record({ title: anyText(100), description: fc.option(anyT
   .map(({ extra, description, ...fields }) => ({ ...extra, ...fields, ...(description === undefined ? {} : { description }) }))
 
 export interface ValidCase {
-  delivery: Record<string, unknown> & {
-    job_id: string
-    user_id?: string
-    book_data: {
-      book_title: string
-      topic: string
-      goal: string
-      outline: unknown[]
-      chapters: Array<{ title: string, content: string, description: string }>
-      generated_at: string
-      word_count: number
-      chapter_count: number
-    }
-  }
+  /** A completed delivery with unknown fields at every level, which the service ignores. */
+  delivery: CompletedDelivery & Record<string, unknown>
   generatedAtInstant: number
   expectedUser: string
 }
@@ -123,7 +112,7 @@ export function validDelivery ({ maxChapters }: ValidOptions = { maxChapters: 20
     const delivery = {
       ...c.topExtra,
       job_id: c.jobIdPrefix,
-      status: 'completed',
+      status: 'completed' as const,
       timestamp: c.timestamp.text,
       environment: c.environment,
       ...(c.user === undefined ? {} : { user_id: c.user }),

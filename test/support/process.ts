@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
+import { performance } from 'node:perf_hooks'
 
 export interface ServerProcess {
   child: ChildProcess
@@ -43,4 +44,32 @@ export async function spawnServer (
   }
   child.kill('SIGKILL')
   throw new Error(`the server did not start listening:\n${text}`)
+}
+
+export interface ProcessRun {
+  /** The exit code; null when a signal ended it. */
+  code: number | null
+  stdout: string
+  stderr: string
+  ms: number
+}
+
+/**
+ * Runs a command to its end as someone at a terminal would (a CLI, pgbench, python3): its exit
+ * code, what it wrote and how long it took. `stdin` is written and closed; `started` gets the
+ * child (to signal it while it runs).
+ */
+export function runProcess (command: string, args: string[], options: { env?: NodeJS.ProcessEnv, cwd?: string, stdin?: string | Buffer, started?: (child: ChildProcess) => void } = {}): Promise<ProcessRun> {
+  const begun = performance.now()
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { cwd: options.cwd, env: options.env ?? process.env })
+    options.started?.(child)
+    let stdout = ''
+    let stderr = ''
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => { stdout += chunk })
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk })
+    child.on('error', (err) => reject(new Error(`cannot run ${command}: ${err.message}`)))
+    child.on('close', (code) => resolve({ code, stdout, stderr, ms: performance.now() - begun }))
+    child.stdin.end(options.stdin ?? '')
+  })
 }

@@ -35,12 +35,18 @@ function loadSnapshot (): string {
 }
 
 /** Splices job ids into one serialised body instead of re-serialising the book per request. */
-function bodyFactory (book: BookData): (jobId: string) => Buffer {
+function bodyFactory (book: BookData, ascii: boolean): (jobId: string) => Buffer {
   const marker = `__job_${randomUUID()}__`
-  const [before, after] = JSON.stringify(completedDelivery({ jobId: marker, userId: BENCH_USER_ID, book })).split(marker) as [string, string]
+  const body = JSON.stringify(completedDelivery({ jobId: marker, userId: BENCH_USER_ID, book }))
+  const [before, after] = (ascii ? escapeNonAscii(body) : body).split(marker) as [string, string]
   const head = Buffer.from(before)
   const tail = Buffer.from(after)
   return (jobId) => Buffer.concat([head, Buffer.from(jobId), tail])
+}
+
+/** What Python's `json.dumps(..., ensure_ascii=True)` sends: UTF-16 units above U+007F as `\\uXXXX`. */
+function escapeNonAscii (json: string): string {
+  return json.replace(/[\u0080-\uffff]/g, (unit) => `\\u${unit.charCodeAt(0).toString(16).padStart(4, '0')}`)
 }
 
 /** node-postgres reads a `host` query parameter that is a directory as a Unix socket. */
@@ -221,6 +227,7 @@ function summarize ({ options, bodyBytes, services, measured, integrity, floors,
     at: new Date().toISOString(),
     mode: options.mode,
     size: options.size,
+    ascii: options.ascii,
     chapters: options.chapters,
     bodyBytes,
     connections: options.connections,
@@ -272,7 +279,7 @@ function printReport (outcome: Outcome, summary: ReturnType<typeof summarize>, p
   const { options, bodyBytes, services: { pgbouncer }, measured: { warm, run, loadAtStart, loadAtEnd }, integrity, floors, devStart, loadBefore } = outcome
   process.stdout.write('\n')
   printTable([
-    ['mode / book', `${options.mode}, ${options.chapters} chapters, ${(bodyBytes / 1000).toFixed(1)} KB body`],
+    ['mode / book', `${options.mode}, ${options.chapters} chapters, ${(bodyBytes / 1000).toFixed(1)} KB body${options.ascii ? ' (non-ASCII as \\u escapes)' : ''}`],
     ['setup', `${options.replicas} replica(s), ${options.connections} connections, ${pgbouncer ? `through PgBouncer ${pgbouncer.version}` : options.socket ? `Unix socket ${options.socket}` : 'TCP loopback'} to Postgres`],
     ['deliveries', `${summary.deliveries} in ${run.seconds} s (warm-up ${warm.ok} in ${warm.seconds} s)`],
     ['throughput', `${summary.rps} deliveries/s`],
@@ -312,7 +319,7 @@ async function bench (options: BenchOptions): Promise<boolean> {
   const secret = `whsec_${randomBytes(32).toString('base64')}`
   const key = Buffer.from(secret.slice('whsec_'.length), 'base64')
   const book = bookOfSize(options.chapters, options.bodyBytes)
-  const makeBody = bodyFactory(book)
+  const makeBody = bodyFactory(book, options.ascii)
   const bodyBytes = makeBody('bench-00000000-0000-0000-0000-000000000000').length
   const database = await createBenchDatabase()
   progress(`database ${database.name} created and migrated; book of ${options.chapters} chapters, ${(bodyBytes / 1000).toFixed(1)} KB body`)

@@ -16,6 +16,8 @@ export const HELP = `npm run bench -- [options]
                             the job's row lock); retry: one job, one webhook-id (a sender's retries)
   --size 10k|94k|1m|10m     book preset: 1, 10, 100, 100 chapters (default 94k)
   --chapters N              override the preset's chapter count
+  --ascii                   send the body as Python's json.dumps writes it by default
+                            (ensure_ascii=True: every non-ASCII character as a \\u escape)
   --connections N           concurrent HTTP connections (default 10)
   --duration S              measured seconds (default 10), after --warmup S (default 3)
   --replicas N              service processes behind the same database (default 1)
@@ -43,6 +45,8 @@ export interface BenchOptions {
   size: SizeName
   bodyBytes: number
   chapters: number
+  /** The body as Python's `json.dumps` default writes it: non-ASCII as `\u` escapes. */
+  ascii: boolean
   connections: number
   durationSeconds: number
   warmupSeconds: number
@@ -79,6 +83,7 @@ export function parseOptions (argv: string[]): BenchOptions | undefined {
         mode: { type: 'string', default: 'create' },
         size: { type: 'string', default: '94k' },
         chapters: { type: 'string' },
+        ascii: { type: 'boolean', default: false },
         connections: { type: 'string', default: '10' },
         duration: { type: 'string', default: '10' },
         warmup: { type: 'string', default: '3' },
@@ -121,6 +126,7 @@ export function parseOptions (argv: string[]): BenchOptions | undefined {
     size,
     bodyBytes: SIZES[size].bodyBytes,
     chapters: values.chapters === undefined ? SIZES[size].chapters : wholeNumber('--chapters', values.chapters),
+    ascii: values.ascii,
     connections: wholeNumber('--connections', values.connections),
     durationSeconds: wholeNumber('--duration', values.duration),
     warmupSeconds: wholeNumber('--warmup', values.warmup),

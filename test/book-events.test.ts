@@ -3,6 +3,7 @@ import { sql } from 'drizzle-orm'
 import pg from 'pg'
 import t, { type Test } from 'tap'
 import { BOOK_EVENTS_CHANNEL, BookEventSchema, MAX_NOTIFICATION_BYTES, type BookEvent } from '../src/events/book-events.ts'
+import { replayDeadLetter } from '../src/webhooks/dead-letters.ts'
 import { LIMITS } from '../src/webhooks/payload.ts'
 import { Value } from 'typebox/value'
 import { completedDelivery, failedDelivery } from '../scripts/deliveries.ts'
@@ -115,6 +116,20 @@ t.test('none for a retry, an out-of-order retry, failed after completed, a 422, 
   t.equal((await deliver(running.endpoint, unsigned, { 'content-type': 'application/json' })).status, 401, 'a rejected signature')
   t.equal((await deliver(running.endpoint, { ...completedDelivery({ userId: 'reader-user' }), status: 'done' })).status, 400, 'a malformed payload')
   t.same(await reader.settle(), [], 'no notification for anything that changed nothing')
+})
+
+t.test('a replayed dead letter that creates the book is announced once; replaying it again is not', async (t) => {
+  if (!(await requiresPostgres(t, 'LISTEN needs a Postgres server'))) return
+  const late = completedDelivery({ userId: 'late-reader', chapters: 2 })
+  t.equal((await deliver(running.endpoint, late)).status, 422)
+  const [letter] = await running.query<{ id: number }>(sql`SELECT id::int AS id FROM webhook_dead_letters WHERE job_id = ${late.job_id}`)
+  await createUser(running, 'late-reader')
+  const reader = await listen(t, databaseUrl!)
+  const context = { defaultUserId: undefined, fallbackToOldestUser: false, log: running.app.log, bookEvents: running.app.bookEvents }
+  t.match(await replayDeadLetter(running.app.db, letter!.id, context), { outcome: 'book_created' })
+  t.match(await replayDeadLetter(running.app.db, letter!.id, context), { outcome: 'already_replayed' })
+  const events = await reader.settle()
+  t.same(events.map((event) => [event.event, event.job_id, event.user_id, event.chapter_count]), [['book_created', late.job_id, 'late-reader', 2]])
 })
 
 t.test('when a notification arrives, another connection already sees the book', async (t) => {

@@ -53,6 +53,7 @@ t.test('every SQL block of DATA.md is one of the queries checked here', async (t
     'A book with its chapters, in order',
     'Where a job is (the front end\'s polling)',
     'Deliveries waiting in the dead-letter table',
+    'Books changed since a reader last looked',
   ])
 })
 
@@ -85,4 +86,19 @@ t.test('deliveries waiting in the dead-letter table', async (t) => {
   t.equal(deadLetter.status, 422)
   const rows = await run('Deliveries waiting in the dead-letter table')
   t.match(rows, [{ reason: 'user "nobody-here" does not exist', webhook_id: /^msg_/ }])
+})
+
+t.test('books changed since a reader last looked: the overlap, the order, the index', async (t) => {
+  PARAMETERS['last updated_at seen'] = new Date(Date.now() + 60_000).toISOString()
+  const overlapping = await run('Books changed since a reader last looked')
+  t.same(overlapping.map((row) => row.id), answers.map((answer) => answer.body.bookId), 'a minute ahead, the two-minute overlap still returns them, oldest first')
+  PARAMETERS['last updated_at seen'] = new Date(Date.now() + 10 * 60_000).toISOString()
+  t.same(await run('Books changed since a reader last looked'), [], 'past the overlap: nothing')
+
+  const example = examples.find((candidate) => candidate.heading === 'Books changed since a reader last looked')!
+  const plan = await running.app.db.transaction(async (tx) => {
+    await tx.rows(sql`SET LOCAL enable_seqscan = off`)
+    return tx.rows<Record<string, string>>(sql.raw(`EXPLAIN ${example.text.replace(/^--.*$/gm, '').replace('$1::timestamptz', 'now()').replace(/;\s*$/, '')}`))
+  })
+  t.match(plan.map((row) => Object.values(row)[0]).join('\n'), /books_updated_at_idx/, 'the query can use books_updated_at_idx')
 })

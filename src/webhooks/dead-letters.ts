@@ -1,8 +1,8 @@
 import { eq, sql } from 'drizzle-orm'
-import { queryBuilder, type DatabaseHandle, type Statements } from '../db/client.ts'
+import { queryBuilder, type Statements } from '../db/client.ts'
 import { webhookDeadLetters } from '../db/schema.ts'
 import { PayloadError } from '../errors.ts'
-import { bookEventFor, bookEventPublisher, type BookEvent } from '../events/book-events.ts'
+import { bookEventFor, type BookEvent, type BookEventPublisher } from '../events/book-events.ts'
 import { applyDelivery, type DeliveryContext, type DeliveryOutcome } from './deliver.ts'
 import { validateDelivery, type Delivery } from './payload.ts'
 
@@ -34,7 +34,10 @@ export interface ReplayResult {
   reason?: string
 }
 
-export type ReplayContext = Omit<DeliveryContext, 'webhookId'>
+export type ReplayContext = Omit<DeliveryContext, 'webhookId'> & {
+  /** Notifies readers of what a replay changed, after its commit; none for a dry run that rolls back. */
+  bookEvents?: BookEventPublisher
+}
 
 interface LetterRow { id: number, webhook_id: string | null, job_id: string | null, payload: unknown, replayed_at: string | null }
 
@@ -63,7 +66,7 @@ class StillUnapplicable extends Error {}
  * back to a savepoint, so it writes no second dead letter and leaves this one pending. The stored
  * webhook-id is reused: a later retry of the same delivery by the sender is then a duplicate.
  */
-export async function replayDeadLetter (db: DatabaseHandle, id: number, context: ReplayContext): Promise<ReplayResult> {
+export async function replayDeadLetter (db: Statements, id: number, context: ReplayContext): Promise<ReplayResult> {
   let event: BookEvent | undefined
   const replayed = await db.transaction(async (tx): Promise<ReplayResult> => {
     const [letter] = await tx.rows<LetterRow>(sql`
@@ -95,12 +98,12 @@ export async function replayDeadLetter (db: DatabaseHandle, id: number, context:
     event = bookEventFor(applied, letter.webhook_id ?? undefined)
     return { id, jobId: letter.job_id, outcome: applied.outcome as ReplayResult['outcome'] }
   })
-  if (event) await bookEventPublisher(db).publish(event, context.log)
+  if (event && context.bookEvents) await context.bookEvents.publish(event, context.log)
   return replayed
 }
 
 /** Every pending dead letter, oldest first, each in its own transaction. */
-export async function replayAllDeadLetters (db: DatabaseHandle, context: ReplayContext): Promise<ReplayResult[]> {
+export async function replayAllDeadLetters (db: Statements, context: ReplayContext): Promise<ReplayResult[]> {
   const results: ReplayResult[] = []
   for (const letter of await listDeadLetters(db, { pendingOnly: true })) {
     results.push(await replayDeadLetter(db, letter.id, context))

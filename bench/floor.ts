@@ -11,19 +11,19 @@ const literal = (text: string) => `'${text.replaceAll('\'', '\'\'')}'`
 
 /**
  * A pgbench script that writes what one `create` delivery writes, with the same texts: the job
- * (COMPLETED, input_data, last_webhook_id, applied_webhook_ids), the book, its chapters with their word counts, in one
+ * (COMPLETED, input_data, applied_webhook_ids), the book, its chapters with their word counts, in one
  * transaction of two statements. What the service adds on top (the row lock, the upserts, the
  * delete of surplus positions) is its own cost, not the database's floor.
  */
-export function floorScript (book: BookData): string {
+function floorScript (book: BookData): string {
   const inputData = JSON.stringify({ title: book.book_title, topic: book.topic, goal: book.goal })
   const chapters = book.chapters.map((chapter, i) =>
     `(${i + 1}, ${literal(chapter.title)}, ${literal(chapter.description)}, ${literal(chapter.content)}, ${countWords(chapter.content)})`)
   const script = [
     'BEGIN;',
-    'INSERT INTO book_jobs (id, user_id, job_type, status, input_data, error, completed_at, last_webhook_id, applied_webhook_ids)',
+    'INSERT INTO book_jobs (id, user_id, job_type, status, input_data, error, completed_at, applied_webhook_ids)',
     `VALUES ('floor-' || nextval('bench_floor_job'), ${literal(BENCH_USER_ID)}, 'BOOK_GENERATION', 'COMPLETED',`,
-    `  CAST(${literal(inputData)} AS jsonb), NULL, now(), 'msg_floor', ARRAY['msg_floor'])`,
+    `  CAST(${literal(inputData)} AS jsonb), NULL, now(), ARRAY['msg_floor'])`,
     // A number, not the text id: in simple mode pgbench pastes variables in unquoted.
     'RETURNING substr(id, 7) AS job_num \\gset',
     'WITH book AS (',

@@ -36,7 +36,7 @@ export const HELP = `npm run bench -- [options]
   -h, --help                this text`
 
 export type Mode = 'create' | 'redeliver' | 'retry'
-export type FloorProtocol = 'prepared' | 'extended' | 'simple'
+type FloorProtocol = 'prepared' | 'extended' | 'simple'
 const MODES: readonly Mode[] = ['create', 'redeliver', 'retry']
 const FLOOR_PROTOCOLS: readonly FloorProtocol[] = ['prepared', 'extended', 'simple']
 

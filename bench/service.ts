@@ -11,7 +11,7 @@ export interface RunningService {
   stop: () => Promise<void>
 }
 
-export interface ServiceOptions {
+interface ServiceOptions {
   /** `node dist/server.js` (production build) or `npx tsx src/server.ts`. */
   command: string[]
   env: Record<string, string>

@@ -20,7 +20,7 @@ function frenchChapter (n: number, paragraphs = 3): BookData['chapters'][number]
   }
 }
 
-export interface BookOptions {
+interface BookOptions {
   jobId?: string
   userId?: string
   /** Of the French book: how many chapters (default 10), paragraphs per chapter (3), its generated_at (now). */

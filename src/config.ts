@@ -25,9 +25,7 @@ export const EnvSchema = Type.Object({
   /** The API page (Swagger UI) at GET /docs; unset: on in development, off elsewhere. */
   API_DOCS: Type.Optional(Type.Boolean()),
 })
-export type Env = Static<typeof EnvSchema>
-
-export type Environment = Env['ENVIRONMENT']
+type Env = Static<typeof EnvSchema>
 
 /** The Standard Webhooks key size range starts at 24 bytes; anything shorter is a weak secret. */
 export const MIN_SECRET_BYTES = 24

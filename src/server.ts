@@ -10,7 +10,7 @@ import { ConfigError, loadConfig } from './config.ts'
 export const SHUTDOWN_GRACE_MS = 10_000
 
 /** Read at start when present, in the working directory; variables already set win over it. */
-export const ENV_FILE = '.env'
+const ENV_FILE = '.env'
 
 // Not `node --env-file-if-exists`: under `tsx watch` it prints "not found" twice when there is none.
 function loadEnvFile (): void {

@@ -80,7 +80,7 @@ export function testConfig (databaseUrl: string | undefined, overrides: Partial<
   return { ...config, environment: 'production', databaseUrl, dataDir: 'memory://', ...overrides }
 }
 
-export interface LogLine { level: number, msg: string, [key: string]: unknown }
+interface LogLine { level: number, msg: string, [key: string]: unknown }
 
 export interface RunningApp {
   app: Awaited<ReturnType<typeof buildApp>>

@@ -60,8 +60,8 @@ t.test('two replicas, concurrent deliveries of the same and of different jobs: e
     SELECT (SELECT count(*)::int FROM book_jobs) AS jobs, (SELECT count(*)::int FROM books) AS books,
       (SELECT count(*)::int FROM chapters) AS chapters, (SELECT count(*)::int FROM webhook_dead_letters) AS dead_letters,
       (SELECT count(*)::int FROM (SELECT book_id, position FROM chapters GROUP BY 1, 2 HAVING count(*) > 1) d) AS duplicated_positions`, databaseUrl)
-  const perJob = await adminQuery<{ id: string, status: string, books: number, contents: string[], last_webhook_id: string }>(`
-    SELECT j.id, j.status::text AS status, j.last_webhook_id, (SELECT count(*)::int FROM books b WHERE b.job_id = j.id) AS books,
+  const perJob = await adminQuery<{ id: string, status: string, books: number, contents: string[], last_applied_id: string }>(`
+    SELECT j.id, j.status::text AS status, j.applied_webhook_ids[cardinality(j.applied_webhook_ids)] AS last_applied_id, (SELECT count(*)::int FROM books b WHERE b.job_id = j.id) AS books,
       (SELECT array_agg(c.content ORDER BY c.position) FROM chapters c JOIN books b ON b.id = c.book_id WHERE b.job_id = j.id) AS contents
     FROM book_jobs j ORDER BY j.id`, databaseUrl)
 
@@ -71,7 +71,7 @@ t.test('two replicas, concurrent deliveries of the same and of different jobs: e
   t.equal(perJob.filter((job) => job.id.startsWith('single-')).reduce((sum, job) => sum + job.contents.length, 0), 16 * 3)
   for (const job of perJob) {
     const candidates = sends.filter((send) => send.jobId === job.id)
-    const winner = candidates.find((send) => send.id === job.last_webhook_id)
+    const winner = candidates.find((send) => send.id === job.last_applied_id)
     const expected = winner && (JSON.parse(winner.body) as ReturnType<typeof completedDelivery>).book_data.chapters.map((chapter) => chapter.content)
     if (job.status !== 'COMPLETED' || job.books !== 1 || JSON.stringify(job.contents) !== JSON.stringify(expected)) {
       t.fail(`job ${job.id}: ${job.status}, ${job.books} books, chapters are not exactly the last applied delivery's`)

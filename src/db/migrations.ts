@@ -6,7 +6,7 @@ import { migrate as migratePg } from 'drizzle-orm/node-postgres/migrator'
 import pg from 'pg'
 
 /** `migrations/` at the project root, from src/db (tsx) and dist/db (compiled) alike. */
-export const MIGRATIONS_FOLDER = fileURLToPath(new URL('../../migrations', import.meta.url))
+const MIGRATIONS_FOLDER = fileURLToPath(new URL('../../migrations', import.meta.url))
 
 export async function migratePostgres (connectionString: string): Promise<void> {
   const pool = new pg.Pool({ connectionString, max: 1 })

@@ -2,7 +2,7 @@ import fp from 'fastify-plugin'
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
 import { BOOK_COMPLETION_PATH } from '../routes/book-completion.ts'
 
-export const METRICS_PATH = '/metrics'
+const METRICS_PATH = '/metrics'
 
 declare module 'fastify' {
   interface FastifyInstance {

@@ -8,7 +8,7 @@ import { FUZZ_USERS } from './valid-delivery.ts'
  * Each delivery's text is unique (its tag), so a book mixing two deliveries' chapters shows.
  */
 
-export interface SentDelivery {
+interface SentDelivery {
   tag: string
   webhookId: string
   jobId: string
@@ -88,7 +88,8 @@ export function buildDeliveries ({ jobs, events }: { jobs: number, events: Event
 }
 
 export interface StoredJob {
-  job: { status: string, error: string | null, last_webhook_id: string | null } | undefined
+  /** `last_applied_id`: the last of the job's applied webhook-ids. */
+  job: { status: string, error: string | null, last_applied_id: string | null } | undefined
   jobRows: number
   books: Array<{ id: string, title: string, generated_ms: number, chapter_count: number }>
   chapters: Array<{ position: number, title: string, content: string, description: string }>
@@ -97,7 +98,7 @@ export interface StoredJob {
 /**
  * The contract's rules for one job after all its deliveries: one job; if any completed delivery
  * was sent, the job is COMPLETED (never downgraded) with one book whose every field and chapter
- * is the last applied delivery's (the one named by last_webhook_id), which has the latest
+ * is the last applied delivery's (the last of the job's applied webhook-ids), which has the latest
  * generated_at; otherwise the job is FAILED with the last applied failure's error and no book.
  * Returns what is wrong, or undefined.
  */
@@ -105,8 +106,8 @@ export function violation (jobId: string, sends: SentDelivery[], stored: StoredJ
   const mine = sends.filter((sent) => sent.jobId === jobId)
   const byId = new Map(mine.map((sent) => [sent.webhookId, sent]))
   if (stored.jobRows !== 1 || !stored.job) return `${stored.jobRows} job rows`
-  const last = stored.job.last_webhook_id === null ? undefined : byId.get(stored.job.last_webhook_id)
-  if (!last) return `last_webhook_id ${stored.job.last_webhook_id} is none of the deliveries sent`
+  const last = stored.job.last_applied_id === null ? undefined : byId.get(stored.job.last_applied_id)
+  if (!last) return `the last applied webhook-id ${stored.job.last_applied_id} is none of the deliveries sent`
 
   const completed = mine.filter((sent) => sent.status === 'completed')
   if (completed.length === 0) {

@@ -8,7 +8,7 @@ import { invalidDelivery, type InvalidCase } from './invalid-delivery.ts'
 import { validDelivery, withUniqueJobId, type ValidCase } from './valid-delivery.ts'
 
 /** What the closing note reports. A "partial write" is any state that is neither all nor nothing of a delivery. */
-export interface FuzzFigures {
+interface FuzzFigures {
   cases: { valid: number, invalid: number, interleavings: number }
   requests: number
   statuses: Record<string, number>
@@ -133,7 +133,7 @@ function sameJson (a: unknown, b: unknown): boolean {
 }
 
 /** Row counts and a checksum of every row of every table: "the database is unchanged" is this equal. */
-export async function fingerprint (running: RunningApp): Promise<string> {
+async function fingerprint (running: RunningApp): Promise<string> {
   const [row] = await rowsOf<{ fingerprint: string }>(running, sql`
     SELECT concat_ws(' ',
       (SELECT count(*) FROM users), (SELECT count(*) FROM book_jobs), (SELECT count(*) FROM books),
@@ -212,7 +212,7 @@ export async function interleavingProperty (running: RunningApp, runs: number, f
 
 async function storedJob (running: RunningApp, jobId: string): Promise<StoredJob> {
   const jobs = await rowsOf<StoredJob['job'] & object>(running, sql`
-    SELECT status::text AS status, error, last_webhook_id FROM book_jobs WHERE id = ${jobId}`)
+    SELECT status::text AS status, error, applied_webhook_ids[cardinality(applied_webhook_ids)] AS last_applied_id FROM book_jobs WHERE id = ${jobId}`)
   const books = await rowsOf<StoredJob['books'][number]>(running, sql`
     SELECT id, title, (extract(epoch FROM generated_at) * 1000)::float8 AS generated_ms, chapter_count FROM books WHERE job_id = ${jobId}`)
   const chapters = await rowsOf<StoredJob['chapters'][number]>(running, sql`

@@ -43,7 +43,7 @@ const KNOWN_KEYS = new Set([
 ])
 
 /** Unknown fields (ignored by the service); never keys the JSON parser refuses as prototype poisoning. */
-export const extraFields = fc.dictionary(
+const extraFields = fc.dictionary(
   anyText(12, 1).filter((key) => !KNOWN_KEYS.has(key)),
   fc.jsonValue({ maxDepth: 3, stringUnit: 'binary' }),
   { maxKeys: 3 }
@@ -52,7 +52,7 @@ export const extraFields = fc.dictionary(
 const maybeExtra = fc.option(extraFields, { nil: undefined, freq: 3 })
 
 /** An ISO 8601 date-time in one of the accepted forms, with the instant it means. */
-export const dateTime = fc.record({
+const dateTime = fc.record({
   at: fc.date({ min: new Date('1971-01-01T00:00:00Z'), max: new Date('2100-01-01T00:00:00Z'), noInvalidDate: true }),
   form: fc.constantFrom('z', 'offset', 'naive', 'space'),
   offsetMinutes: fc.integer({ min: -12 * 60, max: 14 * 60 }).map((m) => m - (m % 15)),
@@ -81,7 +81,7 @@ export interface ValidCase {
   expectedUser: string
 }
 
-export interface ValidOptions { maxChapters: number }
+interface ValidOptions { maxChapters: number }
 
 /** A valid `completed` delivery. The caller makes job_id unique (a suffix) so cases stay independent. */
 export function validDelivery ({ maxChapters }: ValidOptions = { maxChapters: 200 }): fc.Arbitrary<ValidCase> {

@@ -15,7 +15,7 @@ export async function adminQuery<T extends pg.QueryResultRow = pg.QueryResultRow
   }
 }
 
-export interface CreatedDatabase { name: string, url: string, drop: () => Promise<void> }
+interface CreatedDatabase { name: string, url: string, drop: () => Promise<void> }
 
 /** A new, empty database `<prefix>_<random>` on the server of `serverUrl`; `drop` removes it, connections and all. */
 export async function createDatabase (prefix: string, serverUrl = TEST_DATABASE_URL): Promise<CreatedDatabase> {

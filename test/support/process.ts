@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { performance } from 'node:perf_hooks'
 
-export interface ServerProcess {
+interface ServerProcess {
   child: ChildProcess
   /** `http://127.0.0.1:<port>` once the server listens. */
   url: string

@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto'
 import type { Config } from './config.ts'
 import { classifyDatabaseError, databaseUnavailable, HttpError, type DatabaseFailure } from './errors.ts'
 import type { DatabaseHandle } from './db/client.ts'
-import { loggerOptions } from './logger.ts'
+import { loggerOptions, stackFrames } from './logger.ts'
 import databasePlugin from './plugins/database.ts'
 import apiDocsPlugin from './plugins/api-docs.ts'
 import openApiPlugin from './plugins/openapi.ts'
@@ -44,6 +44,8 @@ export async function buildApp (config: Config, options: AppOptions = {}) {
       headersTimeout: Math.min(60_000, config.requestTimeoutMs),
       connectionsCheckingInterval: Math.min(30_000, Math.ceil(config.requestTimeoutMs / 4)),
     },
+    // src/plugins/graceful-close.ts answers requests that arrive while closing, in the contract's shape.
+    return503OnClosing: false,
     requestIdHeader: 'webhook-id',
     genReqId: () => randomUUID(),
     ajv: { customOptions: { coerceTypes: false } },
@@ -68,7 +70,8 @@ export async function buildApp (config: Config, options: AppOptions = {}) {
     const { statusCode, body, headers, database } = toResponse(err)
     if (statusCode >= 500) {
       // Never log the error itself: a failed query's message carries the SQL and the book text.
-      request.log.error({ errName: err.name, code: database?.code, failure: database?.failure }, 'request failed')
+      // A 500 is a bug of ours: its stack frames say where.
+      request.log.error({ errName: err.name, code: database?.code, failure: database?.failure, ...(statusCode === 500 ? { frames: stackFrames(err) } : {}) }, 'request failed')
     } else {
       request.log.info({ statusCode, error: body.error, message: body.message }, 'request rejected')
     }

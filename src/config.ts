@@ -1,3 +1,4 @@
+import { getHeapStatistics } from 'node:v8'
 import { Type, type Static } from 'typebox'
 import { Value } from 'typebox/value'
 
@@ -18,6 +19,8 @@ export const EnvSchema = Type.Object({
   DEFAULT_USER_ID: Type.Optional(Type.String({ minLength: 1, maxLength: 255 })),
   BODY_LIMIT_BYTES: Type.Integer({ minimum: 1024, default: 10 * 1024 * 1024 }),
   REQUEST_TIMEOUT_SECONDS: Type.Integer({ minimum: 1, default: 60 }),
+  /** Request bodies (by Content-Length; chunked ones at BODY_LIMIT_BYTES) in flight at once; beyond, 503. */
+  MAX_INFLIGHT_BODY_BYTES: Type.Integer({ minimum: 1024, default: 32 * 1024 * 1024 }),
   LOG_LEVEL: Type.Union(
     ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) => Type.Literal(level)),
     { default: 'info' }
@@ -29,6 +32,30 @@ type Env = Static<typeof EnvSchema>
 
 /** The Standard Webhooks key size range starts at 24 bytes; anything shorter is a weak secret. */
 export const MIN_SECRET_BYTES = 24
+
+/**
+ * When the process counts as short of memory or lagging (under-pressure; README "Load shedding"
+ * has the measurement behind each figure). The event loop delay is under-pressure's own: the mean
+ * delay over a sample interval, less its 10 ms resolution.
+ */
+const PRESSURE_LIMITS = {
+  maxEventLoopDelayMs: 150,
+  maxHeapUsedBytes: 512 * 1024 * 1024,
+  maxRssBytes: 1024 * 1024 * 1024,
+}
+
+/**
+ * The limits for this process: a container's memory limit (cgroup), when lower, lowers the RSS
+ * limit to 80 % of it, and V8's own heap limit (`--max-old-space-size`) the heap limit likewise.
+ */
+export function pressureLimits () {
+  const constrained = process.constrainedMemory?.() || Infinity
+  return {
+    maxEventLoopDelayMs: PRESSURE_LIMITS.maxEventLoopDelayMs,
+    maxHeapUsedBytes: Math.floor(Math.min(PRESSURE_LIMITS.maxHeapUsedBytes, 0.8 * getHeapStatistics().heap_size_limit)),
+    maxRssBytes: Math.floor(Math.min(PRESSURE_LIMITS.maxRssBytes, 0.8 * constrained)),
+  }
+}
 
 export class ConfigError extends Error {
   constructor (readonly variable: string, message: string) {
@@ -80,6 +107,10 @@ export function loadConfig (source: NodeJS.ProcessEnv = process.env) {
     throw new ConfigError('WEBHOOK_SECRET', `${weakSecrets} of ${secrets.length} secret(s) is weak: each key must be at least ${MIN_SECRET_BYTES} bytes`)
   }
 
+  if (checked.MAX_INFLIGHT_BODY_BYTES < checked.BODY_LIMIT_BYTES) {
+    throw new ConfigError('MAX_INFLIGHT_BODY_BYTES', `must be at least BODY_LIMIT_BYTES (${checked.BODY_LIMIT_BYTES}), or the largest delivery could never be admitted`)
+  }
+
   return {
     environment: checked.ENVIRONMENT,
     port: checked.PORT,
@@ -97,6 +128,8 @@ export function loadConfig (source: NodeJS.ProcessEnv = process.env) {
     requestTimeoutMs: checked.REQUEST_TIMEOUT_SECONDS * 1000,
     logLevel: checked.LOG_LEVEL,
     apiDocs: checked.API_DOCS ?? development,
+    /** When deliveries are answered 503 before their bodies are read (src/plugins/load-shedding.ts). */
+    loadShedding: { ...pressureLimits(), maxInflightBodyBytes: checked.MAX_INFLIGHT_BODY_BYTES },
   }
 }
 

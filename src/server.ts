@@ -5,6 +5,7 @@ import { buildApp } from './app.ts'
 import { API_DOCS_PATH } from './plugins/api-docs.ts'
 import { BOOK_COMPLETION_PATH } from './routes/book-completion.ts'
 import { ConfigError, loadConfig } from './config.ts'
+import { stackFrames } from './logger.ts'
 
 /** How long in-flight deliveries get to finish after SIGTERM/SIGINT. */
 export const SHUTDOWN_GRACE_MS = 10_000
@@ -42,7 +43,7 @@ async function main (): Promise<void> {
   }
 
   closeWithGrace({ delay: SHUTDOWN_GRACE_MS }, async ({ signal, err }) => {
-    if (err) app.log.error({ errName: err.name }, 'closing after an error')
+    if (err) app.log.error({ errName: err.name, frames: stackFrames(err) }, 'closing after an error')
     else app.log.info({ signal }, 'closing: finishing in-flight deliveries')
     await app.close()
   })

@@ -67,6 +67,28 @@ t.test('invalid values name the variable', async (t) => {
   t.equal(refusal({ ...production, WEBHOOK_TOLERANCE_SECONDS: '0' }).variable, 'WEBHOOK_TOLERANCE_SECONDS')
 })
 
+t.test('load shedding: MAX_INFLIGHT_BODY_BYTES (32 MiB) never below BODY_LIMIT_BYTES; the pressure limits', async (t) => {
+  t.match(loadConfig(production).loadShedding, { maxInflightBodyBytes: 32 * 1024 * 1024, maxEventLoopDelayMs: 150, maxRssBytes: 1024 * 1024 * 1024, maxHeapUsedBytes: 512 * 1024 * 1024 })
+  t.equal(loadConfig({ ...production, MAX_INFLIGHT_BODY_BYTES: '104857600' }).loadShedding.maxInflightBodyBytes, 100 * 1024 * 1024)
+  const below = refusal({ ...production, MAX_INFLIGHT_BODY_BYTES: String(1024 * 1024) })
+  t.equal(below.variable, 'MAX_INFLIGHT_BODY_BYTES')
+  t.match(below.message, /at least BODY_LIMIT_BYTES \(10485760\)/)
+  t.equal(loadConfig({ ...production, BODY_LIMIT_BYTES: '2048', MAX_INFLIGHT_BODY_BYTES: '4096' }).loadShedding.maxInflightBodyBytes, 4096)
+
+  // A smaller V8 heap (--max-old-space-size, or a container's memory) lowers the heap limit with it.
+  const { stdout } = await new Promise<{ stdout: string }>((resolve, reject) => {
+    const child = spawn(process.execPath, ['--max-old-space-size=256', '--import', 'tsx', '-e',
+      "import('./src/config.ts').then((m) => console.log(JSON.stringify(m.pressureLimits())))"], { env: { PATH: process.env.PATH } })
+    let out = ''
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => { out += chunk })
+    child.on('error', reject)
+    child.on('exit', () => resolve({ stdout: out }))
+  })
+  const limits = JSON.parse(stdout) as { maxHeapUsedBytes: number }
+  t.ok(limits.maxHeapUsedBytes > 150 * 1024 * 1024 && limits.maxHeapUsedBytes < 300 * 1024 * 1024,
+    `with a 256 MiB old space the heap limit is 80 % of V8's (${Math.round(limits.maxHeapUsedBytes / 1048576)} MiB)`)
+})
+
 t.test('development needs neither a secret nor a database', async (t) => {
   const config = loadConfig({ ENVIRONMENT: 'development' })
   t.equal(config.webhookKeys.length, 0)

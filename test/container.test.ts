@@ -9,7 +9,7 @@ import { EnvSchema } from '../src/config.ts'
 import { BOOK_COMPLETION_PATH } from '../src/routes/book-completion.ts'
 import { completedDelivery } from '../scripts/deliveries.ts'
 import { deliver, requiresPostgres, TEST_SECRET } from './helper.ts'
-import { spawnServer } from './support/process.ts'
+import { runProcess, spawnServer } from './support/process.ts'
 import { adminQuery, createDatabase } from './support/postgres.ts'
 
 const run = promisify(execFile)
@@ -44,14 +44,17 @@ const runtimeStage = Math.max(...dockerfile.map((instruction) => instruction.sta
 const runtime = dockerfile.filter((instruction) => instruction.stage === runtimeStage)
 const healthcheck = runtime.find((instruction) => instruction.keyword === 'HEALTHCHECK')
 const healthcheckCommand = execForm(healthcheck?.args.replace(/^.*?\bCMD\s+/, '') ?? '')
+const entrypoint = execForm(runtime.filter((instruction) => instruction.keyword === 'ENTRYPOINT').at(-1)?.args ?? '')
 /** The runtime stage's ENV, as `docker run` would start the process with. */
 const imageEnv = Object.fromEntries(runtime.filter((instruction) => instruction.keyword === 'ENV')
   .flatMap((instruction) => [...instruction.args.matchAll(/(\w+)=(\S+)/g)].map((m) => [m[1]!, m[2]!])))
 
-t.test('Dockerfile: multi-stage, production dependencies only, non-root, health check, node as PID 1', async (t) => {
+t.test('Dockerfile: multi-stage on a supported Node line, production dependencies only, non-root, health check, an init as PID 1', async (t) => {
   const stages = dockerfile.filter((instruction) => instruction.keyword === 'FROM').map((instruction) => instruction.args)
   t.ok(stages.length >= 2, `multi-stage (${stages.join(' | ')})`)
-  t.ok(stages.every((from) => /^node:20(\.[\d.]+)?-(bookworm-)?slim\b/.test(from)), 'every stage is an official Node 20 slim image')
+  // Node 20 reached its end of life on 2026-04-30; 24 is the Active LTS line (until 2028-04-30).
+  t.ok(stages.every((from) => /^node:24(\.[\d.]+)?-(bookworm-)?slim\b/.test(from)), 'every stage is an official Node 24 slim image')
+  t.notOk(stages.some((from) => /^node:(1\d|20|21|23)\b/.test(from)), 'no end-of-life or odd (short-lived) Node line')
   const build = dockerfile.filter((instruction) => instruction.stage === 0)
   t.ok(build.some((i) => i.keyword === 'RUN' && /npm run build/.test(i.args)), 'the build stage compiles TypeScript')
 
@@ -74,8 +77,10 @@ t.test('Dockerfile: multi-stage, production dependencies only, non-root, health 
   t.match(healthcheckCommand?.join(' '), /fetch\(.*\/health/, 'with fetch against /health')
 
   const cmd = runtime.filter((i) => i.keyword === 'CMD').at(-1)
-  t.same(execForm(cmd?.args ?? ''), ['node', 'dist/server.js'], 'CMD ["node", "dist/server.js"]: node is PID 1 and gets SIGTERM')
-  t.notOk(runtime.some((i) => i.keyword === 'ENTRYPOINT'), 'no entrypoint wraps it')
+  t.same(execForm(cmd?.args ?? ''), ['node', 'dist/server.js'], 'CMD ["node", "dist/server.js"] in exec form: no npm or shell between the init and node')
+  t.same(entrypoint, ['/usr/bin/tini', '--'], 'ENTRYPOINT ["/usr/bin/tini", "--"]: tini is PID 1, forwards signals and reaps zombies')
+  t.ok(runs.some((args) => /apt-get install\b.*\btini\b/.test(args) && /rm -rf \/var\/lib\/apt\/lists/.test(args)), 'tini is installed in the runtime stage (apt lists removed)')
+  t.ok(keywords.indexOf('ENTRYPOINT') > keywords.lastIndexOf('RUN'), 'after the last RUN')
 })
 
 t.test('.dockerignore keeps node_modules, .data, tests and git out; every COPY source exists', async (t) => {
@@ -117,10 +122,40 @@ t.test('docker-compose.yml: postgres healthy → migrate completes → webhook o
 
   const known = Object.keys(EnvSchema.properties)
   for (const variable of Object.keys(webhook.environment)) t.ok(known.includes(variable), `${variable} is read by the service`)
+  t.notOk(webhook.init ?? migrate.init, 'no `init: true`: the image brings its own init (a second one would warn)')
   for (const service of [migrate, webhook]) {
     t.match(service.environment.DATABASE_URL, /^postgres:\/\/.*@postgres:5432\//, 'DATABASE_URL points at the postgres service')
   }
   t.match(webhook.environment.WEBHOOK_SECRET, /^\$\{WEBHOOK_SECRET:\?/, 'start-up refuses to go on without WEBHOOK_SECRET')
+})
+
+t.test('docker-compose.yml passes every variable of the config schema to the service, with its defaults', async (t) => {
+  const compose = parse(await readFile(join(root, 'docker-compose.yml'), 'utf8'), { merge: true })
+  const environment = compose.services.webhook.environment as Record<string, string>
+  // Set by compose itself, not passed from the operator's environment: the port mapping and the
+  // health check need PORT and HOST fixed; DATABASE_URL points at the postgres service.
+  const fixedByCompose: Record<string, string> = { PORT: '3001', HOST: '0.0.0.0' }
+  for (const [variable, schema] of Object.entries(EnvSchema.properties)) {
+    const value = environment[variable]
+    t.ok(value !== undefined, `${variable} is passed to the service`)
+    if (value === undefined || variable === 'DATABASE_URL') continue
+    if (variable in fixedByCompose) {
+      t.equal(String(value), fixedByCompose[variable])
+      t.equal(String(value), String((schema as { default?: unknown }).default), `${variable} is fixed at the service's own default`)
+      continue
+    }
+    const passed = /^\$\{(\w+)(:-|:\?)(.*)\}$/.exec(String(value))
+    t.ok(passed, `${variable}: \${${variable}:-default} or \${${variable}:?message}`)
+    if (!passed) continue
+    t.equal(passed[1], variable, `${variable} comes from the variable of the same name`)
+    if (passed[2] === ':-') {
+      const schemaDefault = (schema as { default?: unknown }).default
+      t.equal(passed[3], schemaDefault === undefined ? '' : String(schemaDefault), `${variable} defaults to the service's own default`)
+    }
+  }
+  t.match(environment.DATABASE_URL, /^postgres:\/\/\$\{POSTGRES_USER:-webhook\}:\$\{POSTGRES_PASSWORD\}@postgres:5432\/\$\{POSTGRES_DB:-books\}$/)
+  const example = await readFile(join(root, '.env.example'), 'utf8')
+  for (const variable of Object.keys(EnvSchema.properties)) t.match(example, new RegExp(`^${variable}=`, 'm'), `.env.example lists ${variable}`)
 })
 
 if (await requiresPostgres(t, 'the image runtime: npm ci --omit=dev, migrate and serve as a non-root user')) {
@@ -160,9 +195,13 @@ if (await requiresPostgres(t, 'the image runtime: npm ci --omit=dev, migrate and
     t.same(tables.map((row) => row.table_name), ['book_jobs', 'books', 'chapters', 'users', 'webhook_dead_letters'])
     await adminQuery("INSERT INTO users (id) VALUES ('image-user')", databaseUrl)
 
-    const server = await spawnServer(t, 'setpriv', [...nobody, process.execPath, 'dist/server.js'], {
+    // As the image starts it: ENTRYPOINT (tini) then CMD, with node being the one from PATH. Not PID 1
+    // here, so tini registers as a subreaper instead (TINI_SUBREAPER) — it forwards signals alike.
+    const hasInit = await stat(entrypoint![0]!).then(() => true, () => false)
+    if (!hasInit) t.comment(`${entrypoint![0]} is not installed here (apt-get install tini): the server runs without it`)
+    const server = await spawnServer(t, 'setpriv', [...nobody, ...(hasInit ? entrypoint! : []), process.execPath, 'dist/server.js'], {
       cwd: app,
-      env: { ...baseEnv, WEBHOOK_SECRET: TEST_SECRET, HOST: '127.0.0.1', PORT: '0' },
+      env: { ...baseEnv, WEBHOOK_SECRET: TEST_SECRET, HOST: '127.0.0.1', PORT: '0', ...(hasInit ? { TINI_SUBREAPER: '1' } : {}) },
     })
     const status = await readFile(`/proc/${server.child.pid}/status`, 'utf8')
     t.match(status, /^Uid:\s+65534\b/m, 'the server process runs as nobody (uid 65534), not root')
@@ -174,16 +213,30 @@ if (await requiresPostgres(t, 'the image runtime: npm ci --omit=dev, migrate and
     const rows = await adminQuery('SELECT status FROM book_jobs WHERE id = $1', databaseUrl, [delivery.job_id])
     t.same(rows, [{ status: 'COMPLETED' }], 'and committed')
 
+    // The operator commands, from the image with production dependencies only, as nobody.
+    const refused = await deliver(endpoint, completedDelivery({ userId: 'not-in-users', chapters: 1 }))
+    t.equal(refused.status, 422, 'a delivery for an unknown user is a dead letter')
+    const npmRun = (args: string[]) => runProcess('setpriv', [...nobody, 'npm', 'run', '--silent', ...args], { cwd: app, env: { ...baseEnv, HOME: npmHome } })
+    const [letters, shown, unknown] = await Promise.all([
+      npmRun(['dead-letters', '--', 'list', '--json']),
+      npmRun(['deliveries', '--', 'show', delivery.job_id]),
+      npmRun(['deliveries', '--', 'show', 'no-such-job']),
+    ])
+    t.equal(letters.code, 0, `npm run dead-letters -- list --json: ${letters.stderr}`)
+    t.match(JSON.parse(letters.stdout), [{ reason: 'user "not-in-users" does not exist', replayedAt: null }], 'lists the dead letter as JSON')
+    t.equal(shown.code, 0, `npm run deliveries -- show: ${shown.stderr}`)
+    t.match(shown.stdout, new RegExp(`^job +${delivery.job_id}\n[^]*^status +COMPLETED$[^]*^ {2}chapters +2 stored`, 'm'), 'shows the job and its book')
+    t.equal(unknown.code, 1, 'and exit 1 for a job it knows nothing of')
+    t.match(unknown.stderr, /nothing is known of job "no-such-job"/)
+
     const port = new URL(server.url).port
-    const check = await run('setpriv', [...nobody, ...healthcheckCommand!], { env: { PATH: process.env.PATH, PORT: port } })
-      .then(() => 0, (err: { code?: number }) => err.code ?? 1)
-    t.equal(check, 0, 'the Dockerfile HEALTHCHECK command passes against the running server')
+    const check = await runProcess('setpriv', [...nobody, ...healthcheckCommand!], { env: { PATH: process.env.PATH, PORT: port } })
+    t.equal(check.code, 0, 'the Dockerfile HEALTHCHECK command passes against the running server')
 
     server.child.kill('SIGTERM')
     t.equal(await server.exited, 0, 'SIGTERM: exit code 0')
-    const stopped = await run('setpriv', [...nobody, ...healthcheckCommand!], { env: { PATH: process.env.PATH, PORT: port } })
-      .then(() => 0, (err: { code?: number }) => err.code ?? 1)
-    t.equal(stopped, 1, 'and the health check fails once it is gone')
+    const stopped = await runProcess('setpriv', [...nobody, ...healthcheckCommand!], { env: { PATH: process.env.PATH, PORT: port } })
+    t.equal(stopped.code, 1, 'and the health check fails once it is gone')
     t.notOk(server.output().includes(TEST_SECRET.slice('whsec_'.length)), 'the secret is not in the output')
   })
 }

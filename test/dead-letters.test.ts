@@ -1,28 +1,22 @@
-import { execFile } from 'node:child_process'
-import { promisify } from 'node:util'
 import { sql } from 'drizzle-orm'
 import t from 'tap'
 import { replayDeadLetter } from '../src/webhooks/dead-letters.ts'
 import { completedDelivery, failedDelivery } from '../scripts/deliveries.ts'
-import { count, createUser, deliver, freshDatabase, requiresPostgres, signedHeaders, startApp, testConfig } from './helper.ts'
+import { count, createUser, deliver, freshDatabase, postgresAvailable, requiresPostgres, signedHeaders, snapshot, startApp, testConfig } from './helper.ts'
+import { compileService, type CliResult } from './support/compiled.ts'
 import { SECRET_FORMS } from './support/leaks.ts'
 
-const run = promisify(execFile)
 const databaseUrl = await freshDatabase(t)
 const running = await startApp(t, testConfig(databaseUrl))
+// The CLI needs a server to connect to; on the embedded database its tests are skipped.
+const service = await postgresAvailable() ? await compileService(t) : undefined
 
-/** `npm run dead-letters -- …`, as an operator runs it (tsx, DATABASE_URL from the environment). */
-async function cli (args: string[], env: Record<string, string> = {}): Promise<{ code: number, stdout: string, stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', 'scripts/dead-letters.ts', ...args], {
-      env: { ...process.env, DATABASE_URL: databaseUrl!, ...env },
-      timeout: 30_000,
-    })
-    return { code: 0, stdout, stderr }
-  } catch (err) {
-    const failed = err as { code?: number, stdout?: string, stderr?: string }
-    return { code: failed.code ?? -1, stdout: failed.stdout ?? '', stderr: failed.stderr ?? '' }
-  }
+/**
+ * `npm run dead-letters -- …` as an operator runs it: `node dist/cli/dead-letters.js` (what the
+ * npm script runs, compiled as by `npm run build`), DATABASE_URL from the environment.
+ */
+function cli (args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+  return service!.run('cli/dead-letters.js', args, { PATH: process.env.PATH, DATABASE_URL: databaseUrl!, ...env })
 }
 
 interface Letter { id: number, webhook_id: string, job_id: string, reason: string, payload: unknown, replayed_at: string | null, row: string }
@@ -67,11 +61,28 @@ t.test('the CLI lists dead letters; replaying while the user is still missing wr
   const brokenUrl = new URL(databaseUrl!)
   brokenUrl.pathname = '/bcw_no_such_database'
   // Independent invocations, run together (each CLI start costs a second or two of TypeScript loading).
-  const [listed, replay, failing] = await Promise.all([
+  const [listed, replay, failing, listedJson, latest, dryRun] = await Promise.all([
     cli(['list']),
     cli(['replay', String(bookLetter.id)]),
     cli(['replay', '--all'], { DATABASE_URL: brokenUrl.toString() }),
+    cli(['list', '--pending', '--json']),
+    cli(['list', '--limit', '1']),
+    cli(['replay', '--all', '--dry-run']),
   ])
+  t.equal(listedJson.code, 0, listedJson.stderr)
+  t.match(JSON.parse(listedJson.stdout), [
+    { id: bookLetter.id, jobId: book.job_id, webhookId: bookWebhookId, reason: 'user "late-user" does not exist', replayedAt: null, receivedAt: String },
+    { id: failureLetter.id, jobId: failure.job_id, replayedAt: null },
+  ], 'list --pending --json: one JSON array, oldest first')
+  t.equal(JSON.parse(listedJson.stdout).length, 2)
+  t.notOk(listedJson.stdout.includes(book.book_data.chapters[0]!.content), 'no payload in the JSON either')
+  t.equal(latest.code, 0, latest.stderr)
+  t.notMatch(latest.stdout, new RegExp(`^${bookLetter.id}\\t`, 'm'), '--limit 1: only the latest letter')
+  t.match(latest.stdout, new RegExp(`^${failureLetter.id}\\t`, 'm'))
+  t.match(latest.stdout, /^2 dead letter\(s\), 2 pending \(showing the latest 1\)$/m)
+  t.equal(dryRun.code, 1, 'dry run: the letters could not be replayed')
+  t.match(dryRun.stdout, new RegExp(`^${bookLetter.id}\\t${book.job_id}\\tstill_unapplicable\\t`, 'm'))
+  t.match(dryRun.stdout, /^dry run, nothing written: 0 would be replayed, 2 would not$/m)
   t.equal(listed.code, 0, listed.stderr)
   t.match(listed.stdout, new RegExp(`^${bookLetter.id}\\t.+\\tpending\\t${book.job_id}\\t${bookWebhookId}\\tuser "late-user" does not exist$`, 'm'))
   t.match(listed.stdout, new RegExp(`^${failureLetter.id}\\t.+\\tpending\\t${failure.job_id}\\t`, 'm'))
@@ -91,6 +102,14 @@ t.test('the CLI lists dead letters; replaying while the user is still missing wr
 t.test('after the user is created, replay applies the delivery and marks it; replaying again changes nothing', async (t) => {
   if (!(await requiresPostgres(t, 'the CLI connects to DATABASE_URL'))) return
   await createUser(running, 'late-user')
+  const before = await snapshot(running)
+  const dryRun = await cli(['replay', String(bookLetter.id), '--dry-run', '--json'])
+  t.equal(dryRun.code, 0, dryRun.stderr)
+  t.same(dryRun.stdout.trim().split('\n').map((line) => JSON.parse(line)),
+    [{ id: bookLetter.id, jobId: book.job_id, outcome: 'book_created', dryRun: true }], 'dry run --json: what the replay would do, one JSON line')
+  t.same(await snapshot(running), before, 'and nothing was written')
+  t.equal((await letters())[0]!.replayed_at, null, 'the letter is still pending')
+
   const replay = await cli(['replay', String(bookLetter.id)])
   t.equal(replay.code, 0, replay.stderr)
   t.match(replay.stdout, new RegExp(`^${bookLetter.id}\\t${book.job_id}\\tbook_created$`, 'm'))
@@ -154,4 +173,34 @@ t.test('a stored payload that no longer validates is not replayed', async (t) =>
   const result = await replayDeadLetter(running.app.db, letter!.id, { defaultUserId: 'late-user', fallbackToOldestUser: false, log: running.app.log })
   t.match(result, { outcome: 'invalid_payload', reason: /timestamp|environment/ })
   t.equal(await count(running, 'book_jobs', sql`id = 'tampered'`), 0)
+})
+
+t.test('the CLI: --help, and a bad command line is one line on stderr and exit 2', async (t) => {
+  if (!(await requiresPostgres(t, 'the compiled CLI'))) return
+  const help = await cli(['--help'])
+  t.equal(help.code, 0)
+  t.match(help.stdout, /^usage: npm run dead-letters -- <command> \[options\]/)
+  for (const option of ['list [--pending] [--json] [--limit N]', 'replay <id> [--dry-run]', 'replay --all', 'DATABASE_URL']) {
+    t.ok(help.stdout.includes(option), `--help mentions ${option}`)
+  }
+  const cases: Array<[string[], RegExp]> = [
+    [['list', '--bogus'], /^dead-letters: Unknown option '--bogus'/],
+    [['list', '--limit', 'ten'], /^dead-letters: --limit must be a positive integer \(got "ten"\)/],
+    [['replay', '7', '--all'], /^dead-letters: replay needs one dead letter id or --all/],
+    [['forget'], /^dead-letters: unknown command "forget"/],
+  ]
+  const results = await Promise.all(cases.map(([args]) => cli(args)))
+  results.forEach((result, i) => {
+    const [args, expected] = cases[i]!
+    t.equal(result.code, 2, `${args.join(' ') || '(nothing)'}: exit 2`)
+    t.match(result.stderr, expected)
+    t.equal(result.stderr.split('\n').filter(Boolean).length, 1, 'one line, no stack')
+    t.equal(result.stdout, '')
+  })
+  const noDatabase = await cli(['list'], { DATABASE_URL: '' })
+  t.equal(noDatabase.code, 2)
+  t.match(noDatabase.stderr, /^dead-letters: DATABASE_URL is required/)
+  const refused = await cli(['list'], { DATABASE_URL: 'postgres://postgres@127.0.0.1:1/none' })
+  t.equal(refused.code, 1)
+  t.match(refused.stderr, /^dead-letters failed: connect ECONNREFUSED 127\.0\.0\.1:1\n$/, 'an unreachable database: one line, exit 1')
 })

@@ -191,10 +191,12 @@ export async function deliver (endpoint: string, payload: unknown, headers?: Rec
   return { status: response.statusCode, headers: response.headers, body: parsed, text, webhookId: sent['webhook-id'], signature: sent['webhook-signature'] }
 }
 
-/** A GET over real HTTP: the status, the headers and the body as text. */
-export async function get (url: string): Promise<{ status: number, headers: Record<string, string | string[] | undefined>, text: string }> {
+/** A GET over real HTTP: the status, the headers, the body as text, and how long the answer took. */
+export async function get (url: string): Promise<{ status: number, headers: Record<string, string | string[] | undefined>, text: string, ms: number }> {
+  const started = performance.now()
   const response = await request(url)
-  return { status: response.statusCode, headers: response.headers, text: await response.body.text() }
+  const text = await response.body.text()
+  return { status: response.statusCode, headers: response.headers, text, ms: performance.now() - started }
 }
 
 /** Polls `probe` until it gives a value (not undefined), or gives undefined after `timeoutMs`. */

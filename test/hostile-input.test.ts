@@ -209,7 +209,15 @@ t.test('an internal failure is a generic 500: no SQL, stack or path in the respo
   t.equal(findLeak(answer.text), undefined)
   const logged = broken.logs.find((line) => line.msg === 'request failed')
   t.match(logged, { level: 50, code: '42P01', failure: 'other' }, 'the failure is logged by its code')
-  t.equal(findLeak(broken.rawLogs(), [MARKER, answer.signature!]), undefined, 'the logs hold no SQL, book text, secret or signature')
+  // The bug can be found from the log: the line carries the stack frames, and nothing else of the error.
+  const frames = (logged?.frames ?? []) as string[]
+  t.ok(frames.length > 0 && frames.every((frame) => /^at .+:\d+:\d+\)?$/.test(frame)), `the log line has the stack frames, file:line:column (${frames.length})`)
+  t.ok(frames.some((frame) => /webhooks\/deliver\.ts:\d+:\d+/.test(frame)), 'down to the delivery code whose query failed')
+  t.notMatch(frames.join('\n'), /Failed query|params:|relation "|\bselect\s.+\sfrom|insert\s+into|on\s+conflict/i, 'the frames hold no SQL and no message')
+  const withoutFrames = broken.logs.map(({ frames: _frames, ...line }) => JSON.stringify(line)).join('\n')
+  t.equal(findLeak(withoutFrames, [MARKER, answer.signature!]), undefined, 'the logs hold no SQL, book text, secret or signature')
+  t.notMatch(broken.rawLogs(), /Failed query|chapters_moved|relation "|insert into/i, 'nor the database error\'s message, anywhere')
+  t.notOk(broken.rawLogs().includes(MARKER), 'nor book text')
 })
 
 t.test('no response leaks; no log line holds book text, a secret or a signature', async (t) => {

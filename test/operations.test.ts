@@ -1,5 +1,9 @@
+import { readFile } from 'node:fs/promises'
+import { sql } from 'drizzle-orm'
 import t from 'tap'
-import { TEST_SECRET, createUser, deliver, freshDatabase, get, signedHeaders, startApp, testConfig } from './helper.ts'
+import { DEAD_LETTERS_REFRESH_MS } from '../src/plugins/metrics.ts'
+import { SIGNATURE_FAILURES } from '../src/webhooks/signature.ts'
+import { TEST_SECRET, count, createUser, deliver, freshDatabase, get, signedHeaders, startApp, testConfig } from './helper.ts'
 import { completedDelivery } from '../scripts/deliveries.ts'
 import { Writable } from 'node:stream'
 import pino from 'pino'
@@ -82,6 +86,48 @@ t.test('/metrics counts deliveries by outcome and status code, times them and sh
   const before = counted(m)
   for (const path of ['/health', '/ready', '/metrics', '/api/webhooks/unknown']) await get(`${running.url}${path}`)
   t.equal(counted((await get(`${running.url}/metrics`)).text), before, 'probes, scrapes and other routes are not deliveries')
+})
+
+t.test('signature rejections are counted by the verifier\'s reason', async (t) => {
+  const before = (await get(`${running.url}/metrics`)).text
+  t.match(before, /^# TYPE webhook_signature_rejections_total counter$/m)
+  for (const reason of SIGNATURE_FAILURES) {
+    t.type(sample(before, 'webhook_signature_rejections_total', { reason }), 'number', `${reason} is exported before it happens`)
+  }
+  const body = JSON.stringify(completedDelivery({ userId: 'ops-user', chapters: 1 }))
+  const sent = [
+    await deliver(running.endpoint, body, { 'content-type': 'application/json' }),
+    await deliver(running.endpoint, body, { ...signedHeaders(body), 'webhook-timestamp': 'yesterday' }),
+    await deliver(running.endpoint, body, signedHeaders(body, { at: new Date(Date.now() - 3_600_000) })),
+    await deliver(running.endpoint, body, signedHeaders(body, { secret: `whsec_${Buffer.alloc(32, 9).toString('base64')}` })),
+    await deliver(running.endpoint, body, signedHeaders(body, { secret: `whsec_${Buffer.alloc(32, 9).toString('base64')}` })),
+  ]
+  t.same(sent.map((answer) => answer.status), [401, 401, 401, 401, 401])
+  const after = (await get(`${running.url}/metrics`)).text
+  const added = Object.fromEntries(SIGNATURE_FAILURES.map((reason) => [reason,
+    sample(after, 'webhook_signature_rejections_total', { reason })! - sample(before, 'webhook_signature_rejections_total', { reason })!]))
+  t.same(added, { missing_headers: 1, invalid_timestamp: 1, timestamp_too_old: 1, timestamp_too_new: 0, no_matching_signature: 2 })
+})
+
+t.test('webhook_dead_letters_pending counts the pending dead letters, at most every few seconds', async (t) => {
+  // A new app: its first scrape counts.
+  const fresh = await startApp(t, testConfig(databaseUrl))
+  await deliver(running.endpoint, completedDelivery({ userId: 'not-a-user-yet' }))
+  const pending = await count(running, 'webhook_dead_letters', sql`replayed_at IS NULL`)
+  t.ok(pending >= 1)
+  t.equal(sample((await get(`${fresh.url}/metrics`)).text, 'webhook_dead_letters_pending'), pending, 'the count of webhook_dead_letters not replayed')
+
+  t.equal((await deliver(running.endpoint, completedDelivery({ userId: 'not-a-user-yet' }))).status, 422)
+  t.equal(sample((await get(`${fresh.url}/metrics`)).text, 'webhook_dead_letters_pending'), pending, 'a scrape right after reuses the count (no query per scrape)')
+  await new Promise((resolve) => setTimeout(resolve, DEAD_LETTERS_REFRESH_MS + 100))
+  t.equal(sample((await get(`${fresh.url}/metrics`)).text, 'webhook_dead_letters_pending'), pending + 1, `counted again after ${DEAD_LETTERS_REFRESH_MS / 1000} s`)
+})
+
+t.test('webhook_build_info carries the version and the Node.js version', async (t) => {
+  const { version } = JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8'))
+  const metrics = (await get(`${running.url}/metrics`)).text
+  t.match(metrics, /^# TYPE webhook_build_info gauge$/m)
+  t.equal(sample(metrics, 'webhook_build_info', { version, node_version: process.version }), 1)
 })
 
 t.test('each app has its own registry', async (t) => {

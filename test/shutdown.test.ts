@@ -4,8 +4,9 @@ import t from 'tap'
 import { Agent } from 'undici'
 import { BOOK_COMPLETION_PATH } from '../src/routes/book-completion.ts'
 import { completedDelivery } from '../scripts/deliveries.ts'
-import { deliver, freshDatabase, requiresPostgres, TEST_SECRET, waitFor } from './helper.ts'
+import { deliver, freshDatabase, requiresPostgres, signedHeaders, TEST_SECRET, waitFor } from './helper.ts'
 import { spawnServer } from './support/process.ts'
+import { openRaw } from './support/raw-socket.ts'
 
 const DELIVERIES = 20
 /** SHUTDOWN_GRACE_MS of src/server.ts (importing that module would start a server). */
@@ -56,12 +57,29 @@ if (await requiresPostgres(t, 'SIGTERM with deliveries in flight')) {
     }, 5_000)
     t.ok(waiting, `deliveries are blocked inside their transactions (${waiting} waiting on the lock)`)
 
+    // A sender whose request is half sent when SIGTERM arrives: its socket is not idle, so it stays open.
+    const late = completedDelivery({ userId: 'shutdown-user', chapters: 1 })
+    const lateBody = JSON.stringify(late)
+    const lateHeaders = signedHeaders(lateBody)
+    const halfSent = await openRaw(server.url)
+    await halfSent.write(`POST ${BOOK_COMPLETION_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\n`)
+
     const signalledAt = Date.now()
     server.child.kill('SIGTERM')
     await new Promise((resolve) => setTimeout(resolve, 300))
     const port = Number(new URL(server.url).port)
     t.equal(await connectError(port), 'ECONNREFUSED', 'no new connections are accepted once closing')
     t.equal(server.child.exitCode, null, 'the process waits for the in-flight deliveries')
+
+    await halfSent.write(Object.entries({ ...lateHeaders, 'content-length': String(Buffer.byteLength(lateBody)) })
+      .map(([name, value]) => `${name}: ${value}\r\n`).join('') + `\r\n${lateBody}`)
+    t.equal(await halfSent.status, 503, 'a request arriving while closing: 503')
+    await halfSent.closed
+    const [head = '', lateAnswer = ''] = halfSent.received().split('\r\n\r\n')
+    t.same(JSON.parse(lateAnswer), { error: 'shutting_down', message: 'the service is shutting down; retry later' }, "the contract's 503 body, not Fastify's bare one")
+    t.match(head, /^retry-after: 5$/im, 'with Retry-After')
+    t.match(head, new RegExp(`^x-request-id: ${lateHeaders['webhook-id']}$`, 'im'), 'and x-request-id')
+    t.match(head, /^connection: close$/im, 'and Connection: close')
 
     await locker.query('COMMIT')
     const settled = await Promise.all(answers)
@@ -76,6 +94,8 @@ if (await requiresPostgres(t, 'SIGTERM with deliveries in flight')) {
       SELECT j.id, j.status, (SELECT count(*)::int FROM books b WHERE b.job_id = j.id) AS books
       FROM book_jobs j WHERE j.id = ANY($1)`, [settled.map((answer) => answer.jobId)])
     t.equal(rows.length, DELIVERIES, 'every acknowledged job is committed')
+    const { rows: refused } = await admin.query('SELECT 1 FROM book_jobs WHERE id = $1', [late.job_id])
+    t.equal(refused.length, 0, 'the refused one wrote nothing')
     t.ok(rows.every((row) => row.status === 'COMPLETED' && row.books === 1), 'each with its book')
 
     const output = server.output()

@@ -5,6 +5,7 @@ import { Type } from 'typebox'
 import type { Config } from '../config.ts'
 import { HttpError } from '../errors.ts'
 import { bookEventFor } from '../events/book-events.ts'
+import loadSheddingPlugin from '../plugins/load-shedding.ts'
 import { applyDelivery, type DeliveryOutcome } from '../webhooks/deliver.ts'
 import { checkJsonStructure } from '../webhooks/json-structure.ts'
 import { DeliverySchema, validateDelivery } from '../webhooks/payload.ts'
@@ -49,6 +50,7 @@ declare module 'fastify' {
  */
 const bookCompletionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, { config }) => {
   const development = config.environment === 'development'
+  await app.register(loadSheddingPlugin, { config })
 
   app.decorateRequest('signatureVerified', false)
   app.decorateRequest('deliveryOutcome', undefined)
@@ -87,6 +89,7 @@ const bookCompletionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = asyn
       })
     } catch (err) {
       if (err instanceof SignatureError) {
+        app.deliveryMetrics.signatureRejected(err.reason)
         request.log.info({ reason: err.reason, hint: SIGNATURE_HINTS[err.reason] }, 'webhook signature rejected')
         throw new HttpError(401, 'invalid_signature', err.message)
       }

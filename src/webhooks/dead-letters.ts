@@ -110,3 +110,9 @@ export async function replayAllDeadLetters (db: Statements, context: ReplayConte
   }
   return results
 }
+
+/** Dead letters not replayed yet (the metrics' gauge). */
+export async function countPendingDeadLetters (db: Statements): Promise<number> {
+  const [row] = await db.rows<{ n: number }>(sql`SELECT count(*)::int AS n FROM webhook_dead_letters WHERE replayed_at IS NULL`)
+  return row?.n ?? 0
+}

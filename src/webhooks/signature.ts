@@ -7,12 +7,15 @@ import { createHmac, timingSafeEqual } from 'node:crypto'
 
 export const SIGNATURE_HEADERS = ['webhook-id', 'webhook-timestamp', 'webhook-signature'] as const
 
-export type SignatureFailure =
-  | 'missing_headers'
-  | 'invalid_timestamp'
-  | 'timestamp_too_old'
-  | 'timestamp_too_new'
-  | 'no_matching_signature'
+/** Why a request fails verification (the 401 log line's `reason`, and a label of the metrics). */
+export const SIGNATURE_FAILURES = [
+  'missing_headers',
+  'invalid_timestamp',
+  'timestamp_too_old',
+  'timestamp_too_new',
+  'no_matching_signature',
+] as const
+export type SignatureFailure = typeof SIGNATURE_FAILURES[number]
 
 export class SignatureError extends Error {
   constructor (readonly reason: SignatureFailure, message: string) {

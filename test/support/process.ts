@@ -2,14 +2,57 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { performance } from 'node:perf_hooks'
 
-interface ServerProcess {
+/** What a process wrote so far: each stream, and both in the order they came. */
+interface Written { stdout: string, stderr: string, both: string }
+
+function capture (child: ChildProcess): Written {
+  const written = { stdout: '', stderr: '', both: '' }
+  for (const stream of ['stdout', 'stderr'] as const) {
+    child[stream]!.setEncoding('utf8').on('data', (chunk: string) => {
+      written[stream] += chunk
+      written.both += chunk
+    })
+  }
+  return written
+}
+
+interface RunningProcess {
   child: ChildProcess
-  /** `http://127.0.0.1:<port>` once the server listens. */
-  url: string
+  out: Written
   /** Everything the process wrote so far (stdout and stderr), to search for what must not be logged. */
   output: () => string
   /** Resolves with the exit code (or the signal's name) when the process ends. */
   exited: Promise<number | string>
+  /** Whether `pattern` shows in what it wrote within `timeoutMs` (false once it has exited without it). */
+  waitFor: (stream: keyof Written, pattern: RegExp, timeoutMs?: number) => Promise<boolean>
+}
+
+/** Starts a long-running process (a server, a watcher, a migrator) and kills it when the test ends if it still runs. */
+export function startProcess (
+  t: { teardown: (fn: () => unknown) => void },
+  command: string,
+  args: string[],
+  options: { env: NodeJS.ProcessEnv, cwd?: string }
+): RunningProcess {
+  const child = spawn(command, args, { env: options.env, cwd: options.cwd, stdio: ['ignore', 'pipe', 'pipe'] })
+  const exited = once(child, 'exit').then(([code, signal]) => (code ?? signal) as number | string)
+  t.teardown(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL')
+      await exited
+    }
+  })
+  const out = capture(child)
+  const waitFor = async (stream: keyof Written, pattern: RegExp, timeoutMs = 10_000) => {
+    const deadline = Date.now() + timeoutMs
+    while (Date.now() < deadline) {
+      if (pattern.test(out[stream])) return true
+      if (child.exitCode !== null || child.signalCode !== null) return pattern.test(out[stream])
+      await new Promise((resolve) => setTimeout(resolve, 25))
+    }
+    return false
+  }
+  return { child, out, output: () => out.both, exited, waitFor }
 }
 
 /**
@@ -21,33 +64,19 @@ export async function spawnServer (
   command: string,
   args: string[],
   options: { env: NodeJS.ProcessEnv, cwd?: string, timeoutMs?: number }
-): Promise<ServerProcess> {
-  const child = spawn(command, args, { env: options.env, cwd: options.cwd, stdio: ['ignore', 'pipe', 'pipe'] })
-  const exited = once(child, 'exit').then(([code, signal]) => (code ?? signal) as number | string)
-  t.teardown(async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGKILL')
-      await exited
-    }
-  })
-  let text = ''
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => { text += chunk })
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => { text += chunk })
-
-  const deadline = Date.now() + (options.timeoutMs ?? 20_000)
-  while (Date.now() < deadline) {
-    // Fastify's own start-up line; the port is the one the OS gave (PORT=0).
-    const match = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(text)
-    if (match) return { child, url: match[1]!, output: () => text, exited }
-    if (child.exitCode !== null) break
-    await new Promise((resolve) => setTimeout(resolve, 50))
+): Promise<RunningProcess & { url: string }> {
+  const server = startProcess(t, command, args, options)
+  // Fastify's own start-up line; the port is the one the OS gave (PORT=0).
+  const listening = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/
+  if (!(await server.waitFor('both', listening, options.timeoutMs ?? 20_000))) {
+    server.child.kill('SIGKILL')
+    throw new Error(`the server did not start listening:\n${server.output()}`)
   }
-  child.kill('SIGKILL')
-  throw new Error(`the server did not start listening:\n${text}`)
+  return { ...server, url: listening.exec(server.output())![1]! }
 }
 
 export interface ProcessRun {
-  /** The exit code; null when a signal ended it. */
+  /** The exit code; null when a signal ended it (the timeout's included). */
   code: number | null
   stdout: string
   stderr: string
@@ -57,19 +86,22 @@ export interface ProcessRun {
 /**
  * Runs a command to its end as someone at a terminal would (a CLI, pgbench, python3): its exit
  * code, what it wrote and how long it took. `stdin` is written and closed; `started` gets the
- * child (to signal it while it runs).
+ * child (to signal it while it runs); past `timeoutMs` it is killed.
  */
-export function runProcess (command: string, args: string[], options: { env?: NodeJS.ProcessEnv, cwd?: string, stdin?: string | Buffer, started?: (child: ChildProcess) => void } = {}): Promise<ProcessRun> {
+export function runProcess (command: string, args: string[], options: {
+  env?: NodeJS.ProcessEnv
+  cwd?: string
+  stdin?: string | Buffer
+  started?: (child: ChildProcess) => void
+  timeoutMs?: number
+} = {}): Promise<ProcessRun> {
   const begun = performance.now()
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { cwd: options.cwd, env: options.env ?? process.env })
+    const child = spawn(command, args, { cwd: options.cwd, env: options.env ?? process.env, timeout: options.timeoutMs })
     options.started?.(child)
-    let stdout = ''
-    let stderr = ''
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => { stdout += chunk })
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk })
+    const out = capture(child)
     child.on('error', (err) => reject(new Error(`cannot run ${command}: ${err.message}`)))
-    child.on('close', (code) => resolve({ code, stdout, stderr, ms: performance.now() - begun }))
+    child.on('close', (code) => resolve({ code, stdout: out.stdout, stderr: out.stderr, ms: performance.now() - begun }))
     child.stdin.end(options.stdin ?? '')
   })
 }

@@ -77,7 +77,11 @@ export function testConfig (databaseUrl: string | undefined, overrides: Partial<
     LOG_LEVEL: 'info',
     ...env,
   })
-  return { ...config, environment: 'production', databaseUrl, dataDir: 'memory://', ...overrides }
+  // An app built in the test process shares its event loop and heap with the test runner (and
+  // with what the test generates): those are not the service's, so the pressure checks are off.
+  // test/load-shedding.test.ts turns them on; the server processes tests spawn have them all.
+  const loadShedding = { ...config.loadShedding, maxEventLoopDelayMs: 0, maxHeapUsedBytes: 0, maxRssBytes: 0 }
+  return { ...config, environment: 'production', databaseUrl, dataDir: 'memory://', loadShedding, ...overrides }
 }
 
 interface LogLine { level: number, msg: string, [key: string]: unknown }

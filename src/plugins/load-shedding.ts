@@ -16,13 +16,20 @@ export const PRESSURE_SAMPLE_INTERVAL_MS = 500
 export default fp<{ config: Config }>(async (app, { config }) => {
   const limits = config.loadShedding
 
+  // The first samples measure the start-up itself (compiling the routes' schemas), not load.
+  let delayCountsFrom = Number.POSITIVE_INFINITY
+  app.addHook('onReady', async () => {
+    delayCountsFrom = Date.now() + 2 * PRESSURE_SAMPLE_INTERVAL_MS
+  })
   await app.register(underPressure, {
     maxEventLoopDelay: limits.maxEventLoopDelayMs,
     maxHeapUsedBytes: limits.maxHeapUsedBytes,
     maxRssBytes: limits.maxRssBytes,
     sampleInterval: PRESSURE_SAMPLE_INTERVAL_MS,
     pressureHandler: (request, reply, type, value) => {
-      request.log.warn({ pressure: type, value: Math.round(value ?? 0) }, 'delivery refused: overloaded')
+      if (type === underPressure.TYPE_EVENT_LOOP_DELAY && Date.now() < delayCountsFrom) return
+      // Infinity: the event loop did not turn once in the whole sample.
+      request.log.warn({ pressure: type, value: Number.isFinite(value) ? Math.round(value!) : String(value) }, 'delivery refused: overloaded')
       return answerUnavailable(request, reply, OVERLOADED)
     },
   })

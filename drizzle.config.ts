@@ -1,8 +1,9 @@
 import type { Config } from 'drizzle-kit'
 
+// `npm run db:generate` needs no database: it diffs src/db/schema.ts against migrations/meta.
+// Migrations are applied by `npm run db:migrate` (src/migrate.ts), not by drizzle-kit.
 export default {
   dialect: 'postgresql',
   schema: './src/db/schema.ts',
   out: './migrations',
-  dbCredentials: { url: process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres' },
 } satisfies Config

@@ -4,8 +4,9 @@ import { performance } from 'node:perf_hooks'
 import { parseArgs } from 'node:util'
 import { Agent, request } from 'undici'
 import { ConfigError, MIN_SECRET_BYTES, secretToKey } from '../src/config.ts'
+import type { Delivery } from '../src/webhooks/payload.ts'
 import { sign } from '../src/webhooks/signature.ts'
-import { frontEndTestDelivery, sampleDelivery, type Delivery } from './sample-book.ts'
+import { frontEndTestRequest, sampleDelivery } from './deliveries.ts'
 
 /**
  * `npm run send -- [options]`: sends one delivery to a running service, like the Python backend
@@ -108,7 +109,7 @@ async function readOptions (argv: string[], env: NodeJS.ProcessEnv): Promise<Opt
     // Unchanged, the file's own bytes are sent and signed: what a sender's payload really is.
     body = changed ? Buffer.from(JSON.stringify(delivery)) : bytes
   } else {
-    delivery = applyChanges(values.sample ? sampleDelivery() : frontEndTestDelivery(), changes)
+    delivery = applyChanges(values.sample ? sampleDelivery() : frontEndTestRequest(), changes)
     body = Buffer.from(JSON.stringify(delivery))
   }
 

@@ -1,5 +1,4 @@
-import { LogController } from 'fastify'
-import Fastify, { type FastifyBaseLogger, type FastifyError } from 'fastify'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError } from 'fastify'
 import helmet from '@fastify/helmet'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { randomUUID } from 'node:crypto'
@@ -16,7 +15,7 @@ import bookCompletionRoutes from './routes/book-completion.ts'
 import healthRoutes from './routes/health.ts'
 import rootRoutes from './routes/root.ts'
 
-export interface AppOptions {
+interface AppOptions {
   /** A pino logger to use instead of one built from the config (tests capture logs with it). */
   logger?: FastifyBaseLogger
   /** An open database to use instead of opening one from the config (not closed by the app). */

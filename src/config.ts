@@ -28,9 +28,7 @@ export const EnvSchema = Type.Object({
   /** The API page (Swagger UI) at GET /docs; unset: on in development, off elsewhere. */
   API_DOCS: Type.Optional(Type.Boolean()),
 })
-export type Env = Static<typeof EnvSchema>
-
-export type Environment = Env['ENVIRONMENT']
+type Env = Static<typeof EnvSchema>
 
 /** The Standard Webhooks key size range starts at 24 bytes; anything shorter is a weak secret. */
 export const MIN_SECRET_BYTES = 24
@@ -40,7 +38,7 @@ export const MIN_SECRET_BYTES = 24
  * has the measurement behind each figure). The event loop delay is under-pressure's own: the mean
  * delay over a sample interval, less its 10 ms resolution.
  */
-export const PRESSURE_LIMITS = {
+const PRESSURE_LIMITS = {
   maxEventLoopDelayMs: 150,
   maxHeapUsedBytes: 512 * 1024 * 1024,
   maxRssBytes: 1024 * 1024 * 1024,

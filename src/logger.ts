@@ -3,7 +3,7 @@ import type { LoggerOptions } from 'pino'
 import type { Config } from './config.ts'
 
 /** Header values that authenticate a delivery; never written to a log. */
-export const REDACTED_PATHS = [
+const REDACTED_PATHS = [
   'req.headers["webhook-signature"]',
   'req.headers.authorization',
   'req.headers.cookie',

@@ -11,7 +11,7 @@ import { stackFrames } from './logger.ts'
 export const SHUTDOWN_GRACE_MS = 10_000
 
 /** Read at start when present, in the working directory; variables already set win over it. */
-export const ENV_FILE = '.env'
+const ENV_FILE = '.env'
 
 // Not `node --env-file-if-exists`: under `tsx watch` it prints "not found" twice when there is none.
 function loadEnvFile (): void {

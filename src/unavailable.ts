@@ -3,7 +3,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import { RETRY_AFTER_SECONDS } from './errors.ts'
 
 /** A 503 decided before the body is read (contract section 2: `error`, `message`, `Retry-After`). */
-export interface EarlyUnavailable {
+interface EarlyUnavailable {
   error: 'overloaded' | 'shutting_down'
   message: string
 }

@@ -5,13 +5,12 @@ import { join } from 'node:path'
 import { sql } from 'drizzle-orm'
 import { chromium } from 'playwright-core'
 import t, { type Test } from 'tap'
-import { request } from 'undici'
 import { loadConfig } from '../src/config.ts'
 import { DEV_USER_ID } from '../src/db/client.ts'
 import { API_DOCS_PATH } from '../src/plugins/api-docs.ts'
 import { OPENAPI_PATH } from '../src/plugins/openapi.ts'
 import { BOOK_COMPLETION_PATH } from '../src/routes/book-completion.ts'
-import { freshDatabase, startApp, TEST_SECRET, type RunningApp } from './helper.ts'
+import { freshDatabase, get, startApp, TEST_SECRET, type RunningApp } from './helper.ts'
 
 const CHROMIUM = '/usr/bin/chromium'
 // Without the networking flags Chromium stalls on a network that only reaches the registries.
@@ -29,12 +28,6 @@ async function startDevelopment (t: Test, env: NodeJS.ProcessEnv = {}): Promise<
   // The embedded database npm run dev opens starts with this user; a Postgres database does not.
   await running.query(sql`INSERT INTO users (id) VALUES (${DEV_USER_ID}) ON CONFLICT DO NOTHING`)
   return running
-}
-
-async function get (url: string) {
-  const response = await request(url)
-  const text = await response.body.text()
-  return { status: response.statusCode, headers: response.headers, text }
 }
 
 const development = await startDevelopment(t)

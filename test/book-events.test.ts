@@ -6,7 +6,7 @@ import { BOOK_EVENTS_CHANNEL, BookEventSchema, MAX_NOTIFICATION_BYTES, type Book
 import { replayDeadLetter } from '../src/webhooks/dead-letters.ts'
 import { LIMITS } from '../src/webhooks/payload.ts'
 import { Value } from 'typebox/value'
-import { completedDelivery, failedDelivery } from './fixtures.ts'
+import { completedDelivery, failedDelivery } from '../scripts/deliveries.ts'
 import { createUser, deliver, freshDatabase, requiresPostgres, signedHeaders, startApp, testConfig, TEST_SECRET, type RunningApp } from './helper.ts'
 
 // Contract section 5, "Notifications to readers": one `book_events` notification per delivery
@@ -64,8 +64,8 @@ t.test('one notification per created book, updated book and failed job, equal to
   const reader = await listen(t, databaseUrl!)
 
   const created = completedDelivery({ userId: 'reader-user', chapters: 3 })
-  const createdHeaders = signedHeaders(JSON.stringify(created), { id: `msg_${randomUUID()}` })
-  t.equal((await deliver(running.endpoint, JSON.stringify(created), createdHeaders)).status, 200)
+  const createdAnswer = await deliver(running.endpoint, created)
+  t.equal(createdAnswer.status, 200)
   const [first] = await reader.until(1)
   const row = await jobRow(running, created.job_id)
   t.same(first, {
@@ -74,7 +74,7 @@ t.test('one notification per created book, updated book and failed job, equal to
     book_id: row!.book_id,
     user_id: 'reader-user',
     chapter_count: 3,
-    webhook_id: createdHeaders['webhook-id'],
+    webhook_id: createdAnswer.webhookId,
   })
   t.ok(Value.Check(BookEventSchema, first), 'the payload matches the exported schema')
 
@@ -102,12 +102,11 @@ t.test('one notification per created book, updated book and failed job, equal to
 t.test('none for a retry, an out-of-order retry, failed after completed, a 422, a 401 or a 400', async (t) => {
   if (!(await requiresPostgres(t, 'LISTEN needs a Postgres server'))) return
   const delivery = completedDelivery({ userId: 'reader-user', chapters: 2 })
-  const body = JSON.stringify(delivery)
-  const headers = signedHeaders(body)
-  t.equal((await deliver(running.endpoint, body, headers)).status, 200)
+  const first = await deliver(running.endpoint, delivery)
+  t.equal(first.status, 200)
 
   const reader = await listen(t, databaseUrl!)
-  const retry = await deliver(running.endpoint, body, signedHeaders(body, { id: headers['webhook-id'] }))
+  const retry = await deliver(running.endpoint, delivery, signedHeaders(delivery, { id: first.webhookId }))
   t.equal(retry.status, 200, 'a retry (same webhook-id)')
   const older = completedDelivery({ jobId: delivery.job_id, userId: 'reader-user', generatedAt: '2020-01-01T00:00:00.000Z' })
   t.equal((await deliver(running.endpoint, older)).status, 200, 'an out-of-order retry')

@@ -3,15 +3,14 @@ import { chmod, cp, mkdtemp, readFile, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import pg from 'pg'
 import t from 'tap'
-import { request } from 'undici'
 import { parse } from 'yaml'
 import { EnvSchema } from '../src/config.ts'
 import { BOOK_COMPLETION_PATH } from '../src/routes/book-completion.ts'
-import { completedDelivery } from './fixtures.ts'
-import { requiresPostgres, signedHeaders, TEST_DATABASE_URL, TEST_SECRET } from './helper.ts'
-import { spawnServer } from './process.ts'
+import { completedDelivery } from '../scripts/deliveries.ts'
+import { deliver, requiresPostgres, TEST_SECRET } from './helper.ts'
+import { runProcess, spawnServer } from './support/process.ts'
+import { adminQuery, createDatabase } from './support/postgres.ts'
 
 const run = promisify(execFile)
 const root = new URL('..', import.meta.url).pathname
@@ -176,17 +175,8 @@ if (await requiresPostgres(t, 'the image runtime: npm ci --omit=dev, migrate and
       t.notOk(await stat(join(app, 'node_modules', devOnly)).then(() => true, () => false), `${devOnly} is not installed`)
     }
 
-    const name = `bcw_image_${Date.now()}`
-    const admin = new pg.Client({ connectionString: TEST_DATABASE_URL })
-    await admin.connect()
-    await admin.query(`CREATE DATABASE ${name}`)
-    t.teardown(async () => {
-      await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
-      await admin.end()
-    })
-    const url = new URL(TEST_DATABASE_URL)
-    url.pathname = `/${name}`
-    const databaseUrl = url.toString()
+    const { url: databaseUrl, drop } = await createDatabase('bcw_image')
+    t.teardown(drop)
 
     // setpriv execs the command as nobody (no fork: signals and exit codes are the command's own).
     // tap's process tracking rides on NODE_OPTIONS, which the image does not have: dropped.
@@ -201,13 +191,10 @@ if (await requiresPostgres(t, 'the image runtime: npm ci --omit=dev, migrate and
     const viaNpm = await run('setpriv', [...nobody, 'npm', 'run', 'db:migrate'], { cwd: app, env: { ...baseEnv, HOME: npmHome } })
     t.match(viaNpm.stdout, /migrations applied/, 'npm run db:migrate works from the image')
 
-    const db = new pg.Client({ connectionString: databaseUrl })
-    await db.connect()
-    t.teardown(() => db.end())
-    const { rows: tables } = await db.query<{ table_name: string }>(
-      "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name")
+    const tables = await adminQuery<{ table_name: string }>(
+      "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name", databaseUrl)
     t.same(tables.map((row) => row.table_name), ['book_jobs', 'books', 'chapters', 'users', 'webhook_dead_letters'])
-    await db.query("INSERT INTO users (id) VALUES ('image-user')")
+    await adminQuery("INSERT INTO users (id) VALUES ('image-user')", databaseUrl)
 
     // As the image starts it: ENTRYPOINT (tini) then CMD, with node being the one from PATH. Not PID 1
     // here, so tini registers as a subreaper instead (TINI_SUBREAPER) — it forwards signals alike.
@@ -221,23 +208,16 @@ if (await requiresPostgres(t, 'the image runtime: npm ci --omit=dev, migrate and
     t.match(status, /^Uid:\s+65534\b/m, 'the server process runs as nobody (uid 65534), not root')
 
     const delivery = completedDelivery({ userId: 'image-user', chapters: 2 })
-    const body = JSON.stringify(delivery)
-    const response = await request(`${server.url}${BOOK_COMPLETION_PATH}`, { method: 'POST', body, headers: signedHeaders(body) })
-    t.equal(response.statusCode, 200, 'a signed delivery is accepted')
-    await response.body.dump()
-    const unsigned = await request(`${server.url}${BOOK_COMPLETION_PATH}`, { method: 'POST', body, headers: { 'content-type': 'application/json' } })
-    t.equal(unsigned.statusCode, 401, 'production env: an unsigned one is refused')
-    await unsigned.body.dump()
-    const { rows } = await db.query('SELECT status FROM book_jobs WHERE id = $1', [delivery.job_id])
+    const endpoint = `${server.url}${BOOK_COMPLETION_PATH}`
+    t.equal((await deliver(endpoint, delivery)).status, 200, 'a signed delivery is accepted')
+    t.equal((await deliver(endpoint, delivery, { 'content-type': 'application/json' })).status, 401, 'production env: an unsigned one is refused')
+    const rows = await adminQuery('SELECT status FROM book_jobs WHERE id = $1', databaseUrl, [delivery.job_id])
     t.same(rows, [{ status: 'COMPLETED' }], 'and committed')
 
     // The operator commands, from the image with production dependencies only, as nobody.
-    const orphan = JSON.stringify(completedDelivery({ userId: 'not-in-users', chapters: 1 }))
-    const refused = await request(`${server.url}${BOOK_COMPLETION_PATH}`, { method: 'POST', body: orphan, headers: signedHeaders(orphan) })
-    t.equal(refused.statusCode, 422, 'a delivery for an unknown user is a dead letter')
-    await refused.body.dump()
-    const npmRun = (args: string[]) => run('setpriv', [...nobody, 'npm', 'run', '--silent', ...args], { cwd: app, env: { ...baseEnv, HOME: npmHome } })
-      .then(({ stdout, stderr }) => ({ code: 0, stdout, stderr }), (err: { code?: number, stdout?: string, stderr?: string }) => ({ code: err.code ?? -1, stdout: err.stdout ?? '', stderr: err.stderr ?? '' }))
+    const refused = await deliver(endpoint, completedDelivery({ userId: 'not-in-users', chapters: 1 }))
+    t.equal(refused.status, 422, 'a delivery for an unknown user is a dead letter')
+    const npmRun = (args: string[]) => runProcess('setpriv', [...nobody, 'npm', 'run', '--silent', ...args], { cwd: app, env: { ...baseEnv, HOME: npmHome } })
     const [letters, shown, unknown] = await Promise.all([
       npmRun(['dead-letters', '--', 'list', '--json']),
       npmRun(['deliveries', '--', 'show', delivery.job_id]),
@@ -251,15 +231,13 @@ if (await requiresPostgres(t, 'the image runtime: npm ci --omit=dev, migrate and
     t.match(unknown.stderr, /nothing is known of job "no-such-job"/)
 
     const port = new URL(server.url).port
-    const check = await run('setpriv', [...nobody, ...healthcheckCommand!], { env: { PATH: process.env.PATH, PORT: port } })
-      .then(() => 0, (err: { code?: number }) => err.code ?? 1)
-    t.equal(check, 0, 'the Dockerfile HEALTHCHECK command passes against the running server')
+    const check = await runProcess('setpriv', [...nobody, ...healthcheckCommand!], { env: { PATH: process.env.PATH, PORT: port } })
+    t.equal(check.code, 0, 'the Dockerfile HEALTHCHECK command passes against the running server')
 
     server.child.kill('SIGTERM')
     t.equal(await server.exited, 0, 'SIGTERM: exit code 0')
-    const stopped = await run('setpriv', [...nobody, ...healthcheckCommand!], { env: { PATH: process.env.PATH, PORT: port } })
-      .then(() => 0, (err: { code?: number }) => err.code ?? 1)
-    t.equal(stopped, 1, 'and the health check fails once it is gone')
+    const stopped = await runProcess('setpriv', [...nobody, ...healthcheckCommand!], { env: { PATH: process.env.PATH, PORT: port } })
+    t.equal(stopped.code, 1, 'and the health check fails once it is gone')
     t.notOk(server.output().includes(TEST_SECRET.slice('whsec_'.length)), 'the secret is not in the output')
   })
 }

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises'
 import t from 'tap'
 import { sql } from 'drizzle-orm'
-import { completedDelivery } from './fixtures.ts'
+import { completedDelivery } from '../scripts/deliveries.ts'
 import { createUser, deliver, freshDatabase, startApp, testConfig, type Answer } from './helper.ts'
 
 /** The example queries of docs/DATA.md, run as written against tables filled by real deliveries. */

@@ -1,10 +1,10 @@
 import { sql } from 'drizzle-orm'
 import t from 'tap'
 import { replayDeadLetter } from '../src/webhooks/dead-letters.ts'
-import { completedDelivery, failedDelivery } from './fixtures.ts'
-import { count, createUser, freshDatabase, postgresAvailable, requiresPostgres, snapshot, startApp, testConfig } from './helper.ts'
+import { completedDelivery, failedDelivery } from '../scripts/deliveries.ts'
+import { count, createUser, deliver, freshDatabase, postgresAvailable, requiresPostgres, signedHeaders, snapshot, startApp, testConfig } from './helper.ts'
 import { compileService, type CliResult } from './support/compiled.ts'
-import { deliverBytes, SECRET_FORMS } from './support/leaks.ts'
+import { SECRET_FORMS } from './support/leaks.ts'
 
 const databaseUrl = await freshDatabase(t)
 const running = await startApp(t, testConfig(databaseUrl))
@@ -35,21 +35,21 @@ let failureLetter: Letter
 let bookWebhookId: string
 
 t.test('an undeliverable delivery is a 422 and a dead letter that holds no secret', async (t) => {
-  const first = await deliverBytes(running.endpoint, JSON.stringify(book))
-  bookWebhookId = first.id
+  const first = await deliver(running.endpoint, book)
+  bookWebhookId = first.webhookId!
   t.equal(first.status, 422)
   t.equal(first.body.error, 'unprocessable_delivery')
-  const second = await deliverBytes(running.endpoint, JSON.stringify(failure))
+  const second = await deliver(running.endpoint, failure)
   t.equal(second.status, 422)
 
   const stored = await letters()
   t.equal(stored.length, 2)
   ;[bookLetter, failureLetter] = stored as [Letter, Letter]
-  t.match(bookLetter, { webhook_id: first.id, job_id: book.job_id, reason: 'user "late-user" does not exist', replayed_at: null })
+  t.match(bookLetter, { webhook_id: first.webhookId, job_id: book.job_id, reason: 'user "late-user" does not exist', replayed_at: null })
   t.same(bookLetter.payload, book, 'the payload is the delivery as validated')
   t.match(failureLetter, { job_id: failure.job_id, reason: /no user/ })
   for (const letter of stored) {
-    const leaked = [...SECRET_FORMS, first.signature, second.signature, first.signature.slice(3)].filter((value) => letter.row.includes(value))
+    const leaked = [...SECRET_FORMS, first.signature!, second.signature!, first.signature!.slice(3)].filter((value) => letter.row.includes(value))
     t.same(leaked, [], `dead letter ${letter.id} holds no secret or signature`)
     t.notMatch(letter.row, /webhook-signature|v1,/, 'nor any header')
   }
@@ -125,7 +125,8 @@ t.test('after the user is created, replay applies the delivery and marks it; rep
   t.same(await jobRow(book.job_id), [job], 'job, book and chapters untouched (updated_at unchanged)')
 
   // The sender's own retry of the same delivery (same webhook-id) is now a duplicate.
-  const retry = await deliverBytes(running.endpoint, JSON.stringify(book), { id: bookWebhookId })
+  const body = JSON.stringify(book)
+  const retry = await deliver(running.endpoint, body, signedHeaders(body, { id: bookWebhookId }))
   t.equal(retry.status, 200)
   t.match(retry.body, { created: false, chaptersCreated: 4 })
   t.same(await jobRow(book.job_id), [job], 'the retry rewrote nothing')
@@ -154,7 +155,7 @@ t.test('replay --all applies what is pending (DEFAULT_USER_ID owns user-less del
 
 t.test('concurrent replays of one dead letter apply it once', async (t) => {
   const racing = completedDelivery({ userId: 'racing-user', chapters: 2 })
-  t.equal((await deliverBytes(running.endpoint, JSON.stringify(racing))).status, 422)
+  t.equal((await deliver(running.endpoint, racing)).status, 422)
   const [letter] = await running.query<{ id: number }>(sql`SELECT id::int AS id FROM webhook_dead_letters WHERE job_id = ${racing.job_id}`)
   await createUser(running, 'racing-user')
   const context = { defaultUserId: undefined, fallbackToOldestUser: false, log: running.app.log }

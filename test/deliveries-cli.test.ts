@@ -1,15 +1,13 @@
-import { spawn } from 'node:child_process'
-import { once } from 'node:events'
 import { join } from 'node:path'
 import { sql } from 'drizzle-orm'
 import pg from 'pg'
 import t from 'tap'
 import { WATCH_APPLICATION_NAME } from '../src/cli/watch-events.ts'
 import { BOOK_EVENTS_CHANNEL, type BookEvent } from '../src/events/book-events.ts'
-import { completedDelivery } from './fixtures.ts'
-import { createUser, freshDatabase, requiresPostgres, startApp, testConfig } from './helper.ts'
+import { completedDelivery } from '../scripts/deliveries.ts'
+import { createUser, deliver, freshDatabase, requiresPostgres, startApp, testConfig } from './helper.ts'
 import { compileService, type CliResult } from './support/compiled.ts'
-import { deliverBytes } from './support/leaks.ts'
+import { startProcess } from './support/process.ts'
 
 /**
  * `npm run deliveries -- show | watch` (contract section 7), as an operator runs it: the compiled
@@ -25,12 +23,12 @@ if (await requiresPostgres(t, 'npm run deliveries (show, watch)')) {
 
   await createUser(running, 'show-user')
   const book = completedDelivery({ userId: 'show-user', chapters: 3 })
-  const first = await deliverBytes(running.endpoint, JSON.stringify(book))
+  const first = await deliver(running.endpoint, book)
   const corrected = { ...book, book_data: { ...book.book_data, chapters: book.book_data.chapters.slice(0, 2), generated_at: new Date(Date.now() + 1000).toISOString() } }
-  const second = await deliverBytes(running.endpoint, JSON.stringify(corrected))
+  const second = await deliver(running.endpoint, corrected)
   // A job the database knows only from a dead letter (its user does not exist).
   const orphan = completedDelivery({ userId: 'nobody-yet', chapters: 1 })
-  const letter = await deliverBytes(running.endpoint, JSON.stringify(orphan))
+  const letter = await deliver(running.endpoint, orphan)
 
   t.test('show: the job, its owner, status and times, the applied webhook-ids, the book figures, its dead letters', async (t) => {
     t.same([first.status, second.status, letter.status], [200, 200, 422], 'the deliveries behind this test')
@@ -49,7 +47,7 @@ if (await requiresPostgres(t, 'npm run deliveries (show, watch)')) {
     t.match(human.stdout, /^status +COMPLETED$/m)
     t.match(human.stdout, /^owner +show-user$/m)
     t.match(human.stdout, /^completed +\d{4}-\d\d-\d\dT/m)
-    t.match(human.stdout, new RegExp(`^webhook-ids +2 applied \\(oldest first\\): ${first.id} ${second.id}$`, 'm'))
+    t.match(human.stdout, new RegExp(`^webhook-ids +2 applied \\(oldest first\\): ${first.webhookId} ${second.webhookId}$`, 'm'))
     t.match(human.stdout, new RegExp(`^book +${stored!.book_id} "150 techniques`, 'm'))
     t.match(human.stdout, /^ {2}chapters +2 stored \(sender said 3\)$/m, 'chapters stored, beside the sender\'s figure')
     t.match(human.stdout, new RegExp(`^ {2}words +${stored!.words} counted in the chapters \\(sender said 15000\\)$`, 'm'))
@@ -60,7 +58,7 @@ if (await requiresPostgres(t, 'npm run deliveries (show, watch)')) {
     const report = JSON.parse(json.stdout)
     t.match(report, {
       jobId: book.job_id,
-      job: { owner: 'show-user', status: 'COMPLETED', error: null, appliedWebhookIds: [first.id, second.id], completedAt: String },
+      job: { owner: 'show-user', status: 'COMPLETED', error: null, appliedWebhookIds: [first.webhookId, second.webhookId], completedAt: String },
       book: { id: stored!.book_id, storedChapters: 2, countedWords: stored!.words, senderChapterCount: 3, senderWordCount: 15000 },
       deadLetters: [],
     })
@@ -69,7 +67,7 @@ if (await requiresPostgres(t, 'npm run deliveries (show, watch)')) {
     t.match(JSON.parse(orphanReport.stdout), {
       job: null,
       book: null,
-      deadLetters: [{ webhookId: letter.id, reason: 'user "nobody-yet" does not exist', replayedAt: null }],
+      deadLetters: [{ webhookId: letter.webhookId, reason: 'user "nobody-yet" does not exist', replayedAt: null }],
     })
 
     t.equal(unknown.code, 1, 'nothing known: exit 1')
@@ -97,27 +95,8 @@ if (await requiresPostgres(t, 'npm run deliveries (show, watch)')) {
   })
 
   /** A running `deliveries watch`: its output so far, and a way to wait for a line. */
-  function startWatch (args: string[], url = databaseUrl) {
-    const child = spawn(process.execPath, [join(service.dir, 'dist/cli/deliveries.js'), 'watch', ...args], {
-      env: { PATH: process.env.PATH, DATABASE_URL: url },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
-    const exited = once(child, 'exit').then(([code, signal]) => (code ?? signal) as number | string)
-    t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
-    const out = { stdout: '', stderr: '' }
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => { out.stdout += chunk })
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => { out.stderr += chunk })
-    async function waitFor (stream: 'stdout' | 'stderr', pattern: RegExp, timeoutMs = 10_000): Promise<boolean> {
-      const deadline = Date.now() + timeoutMs
-      while (Date.now() < deadline) {
-        if (pattern.test(out[stream])) return true
-        if (child.exitCode !== null) return false
-        await new Promise((resolve) => setTimeout(resolve, 25))
-      }
-      return false
-    }
-    return { child, out, exited, waitFor }
-  }
+  const startWatch = (args: string[], url = databaseUrl) =>
+    startProcess(t, process.execPath, [join(service.dir, 'dist/cli/deliveries.js'), 'watch', ...args], { env: { PATH: process.env.PATH, DATABASE_URL: url } })
 
   const admin = new pg.Client({ connectionString: databaseUrl })
   await admin.connect()
@@ -166,7 +145,7 @@ if (await requiresPostgres(t, 'npm run deliveries (show, watch)')) {
     const watch = startWatch(['--json'])
     t.ok(await watch.waitFor('stderr', /listening on book_events/))
     const delivered = completedDelivery({ userId: 'show-user', chapters: 2 })
-    const answer = await deliverBytes(running.endpoint, JSON.stringify(delivered))
+    const answer = await deliver(running.endpoint, delivered)
     t.equal(answer.status, 200)
     t.ok(await watch.waitFor('stdout', new RegExp(delivered.job_id)), 'the delivery is seen as it commits')
     const [line] = watch.out.stdout.split('\n').filter(Boolean).map((text) => JSON.parse(text) as BookEvent)
@@ -175,7 +154,7 @@ if (await requiresPostgres(t, 'npm run deliveries (show, watch)')) {
     await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND datname = current_database()', [WATCH_APPLICATION_NAME])
     t.ok(await watch.waitFor('stderr', /listening on book_events again/), 'it reconnects')
     const again = completedDelivery({ userId: 'show-user', chapters: 1 })
-    t.equal((await deliverBytes(running.endpoint, JSON.stringify(again))).status, 200)
+    t.equal((await deliver(running.endpoint, again)).status, 200)
     t.ok(await watch.waitFor('stdout', new RegExp(again.job_id)), 'a delivery after the reconnection is seen too')
     watch.child.kill('SIGINT')
     t.equal(await watch.exited, 0, 'SIGINT: exit 0')

@@ -9,36 +9,17 @@ import { stripVTControlCharacters } from 'node:util'
 import { PGlite } from '@electric-sql/pglite'
 import { sql } from 'drizzle-orm'
 import t from 'tap'
-import { request } from 'undici'
 import { loadConfig } from '../src/config.ts'
 import { loggerOptions } from '../src/logger.ts'
-import { completedDelivery } from './fixtures.ts'
+import { completedDelivery, frontEndTestRequest } from '../scripts/deliveries.ts'
 import { deliver, signedHeaders, startApp, testConfig } from './helper.ts'
-import { spawnServer } from './process.ts'
+import { spawnServer } from './support/process.ts'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const UNSIGNED_WARNING = 'development: requests without signature headers are accepted'
 
-/** The front end's own test request, contract section 8, exactly as its curl sends it. */
-function frontEndTestRequest (): string {
-  const now = new Date().toISOString().replace(/\.\d{3}Z$/, '.000Z')
-  return `{
-    "job_id": "test-auto-create-${Math.floor(Date.now() / 1000)}",
-    "status": "completed",
-    "timestamp": "${now}",
-    "environment": "development",
-    "book_data": {
-      "book_title": "Test Auto-Create Job",
-      "topic": "Test",
-      "goal": "Vérifier création auto",
-      "outline": [],
-      "chapters": [{ "title": "Chapitre 1", "content": "# Chapitre 1\\n\\nTest", "description": "Test" }],
-      "generated_at": "${now}",
-      "word_count": 100,
-      "chapter_count": 1
-    }
-  }`
-}
+/** The front end's own test request (contract section 8), indented as its curl sends it. */
+const curlBody = () => JSON.stringify(frontEndTestRequest(), null, 4)
 
 t.test('npm run dev on a fresh data dir answers the section 8 request with 200', async (t) => {
   const dataDir = await mkdtemp(join(tmpdir(), 'bcw-dev-'))
@@ -69,18 +50,16 @@ t.test('npm run dev on a fresh data dir answers the section 8 request with 200',
   t.equal(warnings.length, 1, 'one warning at start that unsigned requests are accepted')
   t.match(JSON.parse(warnings[0] ?? '{}'), { level: 40 }, 'at warn level, as a JSON line: stdout is not a terminal')
 
-  const body = frontEndTestRequest()
+  const body = curlBody()
   const jobId = JSON.parse(body).job_id as string
-  const response = await request(endpoint, { method: 'POST', headers: { 'content-type': 'application/json' }, body })
-  const answer = await response.body.json() as Record<string, unknown>
-  t.equal(response.statusCode, 200)
-  t.match(answer, { success: true, jobId, created: true, chaptersCreated: 1, wordCount: 100 })
+  const answer = await deliver(endpoint, body, { 'content-type': 'application/json' })
+  t.equal(answer.status, 200)
+  t.match(answer.body, { success: true, jobId, created: true, chaptersCreated: 1, wordCount: 100 })
   for (let i = 0; i < 50 && !output.includes('"outcome"'); i++) await new Promise((resolve) => setTimeout(resolve, 100))
   t.match(output, /"outcome":"book_created".*"verified":false/, 'logged as unverified')
 
-  const forged = await request(endpoint, { method: 'POST', headers: { ...signedHeaders(body), 'webhook-signature': 'v1,Zm9yZ2Vk' }, body })
-  await forged.body.dump()
-  t.equal(forged.statusCode, 401, 'a request carrying signature headers is verified even in development')
+  const forged = await deliver(endpoint, body, { ...signedHeaders(body), 'webhook-signature': 'v1,Zm9yZ2Vk' })
+  t.equal(forged.status, 401, 'a request carrying signature headers is verified even in development')
 
   stop()
   await exited
@@ -133,8 +112,7 @@ t.test('npm run dev on a terminal, with .env copied from .env.example: .env is r
   t.equal(output().split(UNSIGNED_WARNING).length - 1, 1, 'the unsigned-requests warning, once')
   t.notMatch(output(), /"level":/, 'no JSON lines on a terminal')
 
-  const body = frontEndTestRequest()
-  const answer = await deliver(`${dev.url}/api/webhooks/book-completion`, body, { 'content-type': 'application/json' })
+  const answer = await deliver(`${dev.url}/api/webhooks/book-completion`, curlBody(), { 'content-type': 'application/json' })
   t.match(answer, { status: 200, body: { success: true, created: true, chaptersCreated: 1 } }, 'the section 8 request: 200 with .env.example as .env')
 
   dev.child.kill('SIGTERM')

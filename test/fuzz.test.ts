@@ -1,5 +1,5 @@
 import t, { type Test } from 'tap'
-import { completedDelivery } from './fixtures.ts'
+import { completedDelivery } from '../scripts/deliveries.ts'
 import { createUser, deliver, freshDatabase, startApp, testConfig, type RunningApp } from './helper.ts'
 import { findLeak } from './support/leaks.ts'
 import { fuzzBudget, interleavingProperty, invalidProperty, newFigures, validProperty } from './fuzz/properties.ts'

@@ -1,23 +1,23 @@
-import { randomBytes, randomUUID } from 'node:crypto'
+import { createHmac, randomBytes, randomUUID } from 'node:crypto'
 import { Writable } from 'node:stream'
 import { sql, type SQL } from 'drizzle-orm'
 import pg from 'pg'
 import pino from 'pino'
 import { Webhook } from 'standardwebhooks'
-import { request } from 'undici'
+import { request, type Dispatcher } from 'undici'
 import { buildApp } from '../src/app.ts'
-import { loadConfig, secretToKey, type Config } from '../src/config.ts'
+import { loadConfig, type Config } from '../src/config.ts'
 import { openDatabase, type DatabaseHandle } from '../src/db/client.ts'
 import { migratePostgres } from '../src/db/migrations.ts'
 import { BOOK_COMPLETION_PATH } from '../src/routes/book-completion.ts'
-import { sign } from '../src/webhooks/signature.ts'
+import { createDatabase, TEST_DATABASE_URL } from './support/postgres.ts'
 
 import type { Test } from 'tap'
 
 /** A Standard Webhooks secret as senders are given it: `whsec_` + base64 of 32 random bytes. */
 export const TEST_SECRET = `whsec_${randomBytes(32).toString('base64')}`
 
-export const TEST_DATABASE_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
+export { TEST_DATABASE_URL }
 
 let serverAnswers: Promise<boolean> | undefined
 
@@ -43,22 +43,6 @@ export async function requiresPostgres (t: Test, what: string): Promise<boolean>
   return false
 }
 
-function databaseUrlFor (name: string): string {
-  const url = new URL(TEST_DATABASE_URL)
-  url.pathname = `/${name}`
-  return url.toString()
-}
-
-async function adminQuery (text: string): Promise<void> {
-  const client = new pg.Client({ connectionString: TEST_DATABASE_URL })
-  await client.connect()
-  try {
-    await client.query(text)
-  } finally {
-    await client.end()
-  }
-}
-
 /** Embedded databases standing in for a server, by the pseudo-URL freshDatabase gave out. */
 const embeddedDatabases = new Map<string, DatabaseHandle>()
 const EMBEDDED_SCHEME = 'embedded:'
@@ -79,10 +63,8 @@ export async function freshDatabase (t: Test): Promise<string | undefined> {
     })
     return name
   }
-  const name = `bcw_test_${randomUUID().replaceAll('-', '')}`
-  await adminQuery(`CREATE DATABASE ${name}`)
-  t.teardown(() => adminQuery(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`))
-  const url = databaseUrlFor(name)
+  const { url, drop } = await createDatabase('bcw_test')
+  t.teardown(drop)
   await migratePostgres(url)
   return url
 }
@@ -102,7 +84,7 @@ export function testConfig (databaseUrl: string | undefined, overrides: Partial<
   return { ...config, environment: 'production', databaseUrl, dataDir: 'memory://', loadShedding, ...overrides }
 }
 
-export interface LogLine { level: number, msg: string, [key: string]: unknown }
+interface LogLine { level: number, msg: string, [key: string]: unknown }
 
 export interface RunningApp {
   app: Awaited<ReturnType<typeof buildApp>>
@@ -138,29 +120,53 @@ export async function startApp (t: Test, config: Config): Promise<RunningApp> {
   }
 }
 
-/** Standard Webhooks headers made by the official `standardwebhooks` package, as a sender would. */
-export function signedHeaders (body: string, options: { secret?: string, id?: string, at?: Date } = {}): Record<string, string> {
-  const id = options.id ?? `msg_${randomUUID()}`
-  const at = options.at ?? new Date()
-  const signature = new Webhook(options.secret ?? TEST_SECRET).sign(id, at, body)
-  return {
-    'content-type': 'application/json',
-    'webhook-id': id,
-    'webhook-timestamp': String(Math.floor(at.getTime() / 1000)),
-    'webhook-signature': signature,
-  }
+// --- deliveries, as a sender makes them: two signers on purpose, one poster ---
+
+export interface Signing {
+  /** Any form WEBHOOK_SECRET takes (default TEST_SECRET). */
+  secret?: string
+  /** The webhook-id (default `msg_<uuid>`) and the moment of webhook-timestamp (default now). */
+  id?: string
+  at?: Date
 }
 
-/** Headers for exact bytes (invalid UTF-8 included), signed with node:crypto over those bytes. */
-export function signedBytesHeaders (body: Buffer, secret = TEST_SECRET): Record<string, string> {
-  const id = `msg_${randomUUID()}`
-  const timestamp = Math.floor(Date.now() / 1000)
-  return {
-    'content-type': 'application/json',
-    'webhook-id': id,
-    'webhook-timestamp': String(timestamp),
-    'webhook-signature': sign(secretToKey(secret), id, timestamp, body),
-  }
+/** The official `standardwebhooks` package for a secret: `whsec_<base64>` decoded, any other as its UTF-8 bytes. */
+export function standardWebhook (secret = TEST_SECRET): Webhook {
+  return secret.startsWith('whsec_') ? new Webhook(secret) : new Webhook(Buffer.from(secret, 'utf8'), { format: 'raw' })
+}
+
+/**
+ * Standard Webhooks headers signed by the official `standardwebhooks` package, as a sender's would
+ * be: for a string as it is, for an object as `deliver` sends it (JSON-encoded).
+ */
+export function signedHeaders (payload: unknown, options: Signing = {}): Record<string, string> {
+  const id = options.id ?? `msg_${randomUUID()}`
+  const at = options.at ?? new Date()
+  return headersOf(id, at, standardWebhook(options.secret).sign(id, at, typeof payload === 'string' ? payload : JSON.stringify(payload)))
+}
+
+/**
+ * The same headers signed with plain node:crypto over the exact bytes (the package reads a body
+ * as text, so invalid UTF-8 needs this): the independent cross-check of the package and of the
+ * service. `key` replaces the secret's key, as a sender who decodes the secret wrongly does.
+ */
+export function signedBytesHeaders (body: string | Buffer, options: Signing & { key?: Buffer } = {}): Record<string, string> {
+  const id = options.id ?? `msg_${randomUUID()}`
+  const at = options.at ?? new Date()
+  const key = options.key ?? keyOf(options.secret ?? TEST_SECRET)
+  const digest = createHmac('sha256', key).update(`${id}.${unixSeconds(at)}.`).update(body).digest('base64')
+  return headersOf(id, at, `v1,${digest}`)
+}
+
+/** Contract section 1, written here again on purpose: a check of the service's own reading of the secret. */
+function keyOf (secret: string): Buffer {
+  return secret.startsWith('whsec_') ? Buffer.from(secret.slice('whsec_'.length), 'base64') : Buffer.from(secret, 'utf8')
+}
+
+const unixSeconds = (at: Date) => Math.floor(at.getTime() / 1000)
+
+function headersOf (id: string, at: Date, signature: string): Record<string, string> {
+  return { 'content-type': 'application/json', 'webhook-id': id, 'webhook-timestamp': String(unixSeconds(at)), 'webhook-signature': signature }
 }
 
 export interface Answer {
@@ -168,21 +174,47 @@ export interface Answer {
   headers: Record<string, string | string[] | undefined>
   body: Record<string, unknown>
   text: string
+  /** The webhook-id and webhook-signature the request carried, if any. */
+  webhookId?: string | undefined
+  signature?: string | undefined
 }
 
-/** POSTs a body (an object is JSON-encoded) over real HTTP; signs it unless `headers` are given. */
-export async function deliver (endpoint: string, payload: unknown, headers?: Record<string, string>): Promise<Answer> {
+/**
+ * POSTs a delivery over real HTTP, as a sender does: an object is JSON-encoded, a string or a
+ * Buffer sent as it is. Without `headers` it is signed (a string or an object by the
+ * `standardwebhooks` package, a Buffer over its exact bytes by node:crypto); `headers` are sent
+ * exactly as given. `dispatcher`: the sender's own HTTP agent (keep-alive sockets).
+ */
+export async function deliver (endpoint: string, payload: unknown, headers?: Record<string, string>, dispatcher?: Dispatcher): Promise<Answer> {
   const body = typeof payload === 'string' || Buffer.isBuffer(payload) ? payload : JSON.stringify(payload)
-  const response = await request(endpoint, {
-    method: 'POST',
-    body,
-    headers: headers ?? signedHeaders(typeof body === 'string' ? body : body.toString('utf8')),
-  })
+  const sent = headers ?? (typeof body === 'string' ? signedHeaders(body) : signedBytesHeaders(body))
+  const response = await request(endpoint, { method: 'POST', body, headers: sent, ...(dispatcher ? { dispatcher } : {}) })
   const text = await response.body.text()
   let parsed: Record<string, unknown> = {}
   try { parsed = JSON.parse(text) } catch {}
-  return { status: response.statusCode, headers: response.headers, body: parsed, text }
+  return { status: response.statusCode, headers: response.headers, body: parsed, text, webhookId: sent['webhook-id'], signature: sent['webhook-signature'] }
 }
+
+/** A GET over real HTTP: the status, the headers, the body as text, and how long the answer took. */
+export async function get (url: string): Promise<{ status: number, headers: Record<string, string | string[] | undefined>, text: string, ms: number }> {
+  const started = performance.now()
+  const response = await request(url)
+  const text = await response.body.text()
+  return { status: response.statusCode, headers: response.headers, text, ms: performance.now() - started }
+}
+
+/** Polls `probe` until it gives a value (not undefined), or gives undefined after `timeoutMs`. */
+export async function waitFor<T> (probe: () => Promise<T | undefined>, timeoutMs: number, intervalMs = 25): Promise<T | undefined> {
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline) {
+    const value = await probe()
+    if (value !== undefined) return value
+    await new Promise((resolve) => setTimeout(resolve, intervalMs))
+  }
+  return undefined
+}
+
+// --- the database, as the tests look at it ---
 
 export async function count (running: RunningApp, table: string, where: SQL = sql`true`): Promise<number> {
   const [row] = await running.query<{ n: number }>(sql`SELECT count(*)::int AS n FROM ${sql.identifier(table)} WHERE ${where}`)

@@ -1,26 +1,21 @@
-import { execFile } from 'node:child_process'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import { sql } from 'drizzle-orm'
 import t, { type Test } from 'tap'
-import { Agent, request } from 'undici'
-import { BOOK_COMPLETION_PATH } from '../src/routes/book-completion.ts'
-import { completedDelivery } from './fixtures.ts'
-import { count, createUser, freshDatabase, requiresPostgres, startApp, testConfig, TEST_SECRET } from './helper.ts'
-import { deliverBytes, signBytes } from './support/leaks.ts'
-import { openRaw, sleep } from './support/raw-socket.ts'
-import { spawnServer } from './process.ts'
-import { secretToKey } from '../src/config.ts'
+import { Agent } from 'undici'
 import { PRESSURE_SAMPLE_INTERVAL_MS } from '../src/plugins/load-shedding.ts'
+import { BOOK_COMPLETION_PATH } from '../src/routes/book-completion.ts'
+import { completedDelivery } from '../scripts/deliveries.ts'
+import { count, createUser, deliver, freshDatabase, get, requiresPostgres, signedBytesHeaders, startApp, testConfig, TEST_SECRET } from './helper.ts'
+import { runProcess, spawnServer } from './support/process.ts'
+import { openRaw, sleep } from './support/raw-socket.ts'
 
 /**
  * Contract section 7, overload: deliveries are answered 503 + Retry-After (the contract's shape,
  * Connection: close) before their bodies are read, when too many bodies are in flight or the
  * process is under pressure; /health, /ready and /metrics keep answering.
  */
-const run = promisify(execFile)
 const databaseUrl = await freshDatabase(t)
 const MiB = 1024 * 1024
 
@@ -53,13 +48,6 @@ function parseResponse (text: string) {
 
 const rawHeaders = (length: number) => `POST ${BOOK_COMPLETION_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${length}\r\n\r\n`
 
-async function timedGet (url: string): Promise<{ status: number, ms: number }> {
-  const started = performance.now()
-  const response = await request(url)
-  await response.body.dump()
-  return { status: response.statusCode, ms: performance.now() - started }
-}
-
 t.test('a body beyond MAX_INFLIGHT_BODY_BYTES is answered 503 before it is read; the budget comes back', async (t) => {
   const base = testConfig(databaseUrl)
   // The smallest budget allowed: one body of the largest size at a time.
@@ -81,18 +69,18 @@ t.test('a body beyond MAX_INFLIGHT_BODY_BYTES is answered 503 before it is read;
   expectOverloaded(t, answer.status, answer.headers, answer.body)
   t.ok(second.socket.destroyed, 'and the connection is closed after the answer')
 
-  const health = await timedGet(`${tight.url}/health`)
+  const health = await get(`${tight.url}/health`)
   t.equal(health.status, 200, '/health answers meanwhile')
-  t.equal((await timedGet(`${tight.url}/ready`)).status, 200, '/ready too')
+  t.equal((await get(`${tight.url}/ready`)).status, 200, '/ready too')
 
   slow.socket.destroy()
   await sleep(50)
-  const after = await deliverBytes(tight.endpoint, bigDelivery('budget-user', 9))
+  const after = await deliver(tight.endpoint, bigDelivery('budget-user', 9))
   t.equal(after.status, 200, 'an aborted upload gives its share back: the next 9 MB delivery is admitted')
   const log = tight.logs.find((line) => line.msg === 'delivery refused: too many bodies in flight')
   t.match(log, { level: 40, bodyBytes: 2 * MiB, inflightBodyBytes: 9 * MiB }, 'the refusal is logged with the figures')
 
-  const metrics = await (await request(`${tight.url}/metrics`)).body.text()
+  const metrics = (await get(`${tight.url}/metrics`)).text
   t.match(metrics, /^webhook_deliveries_total\{outcome="overloaded",status_code="503"\} 1$/m, 'counted as overloaded')
 })
 
@@ -102,11 +90,11 @@ t.test('under pressure (here: any heap counts as too much) deliveries get 503; /
   await createUser(pressured, 'pressure-user')
   await sleep(PRESSURE_SAMPLE_INTERVAL_MS * 2.5)
 
-  const small = await deliverBytes(pressured.endpoint, JSON.stringify(completedDelivery({ userId: 'pressure-user', chapters: 1 })))
+  const small = await deliver(pressured.endpoint, completedDelivery({ userId: 'pressure-user', chapters: 1 }))
   expectOverloaded(t, small.status, small.headers, small.body)
   t.equal(await count(pressured, 'book_jobs', sql`user_id = 'pressure-user'`), 0, 'nothing written')
   for (const path of ['/health', '/ready', '/metrics']) {
-    t.equal((await timedGet(`${pressured.url}${path}`)).status, 200, `${path}: 200 (the pressure check is the webhook route's only)`)
+    t.equal((await get(`${pressured.url}${path}`)).status, 200, `${path}: 200 (the pressure check is the webhook route's only)`)
   }
   t.match(pressured.logs.find((line) => line.msg === 'delivery refused: overloaded'), { level: 40, pressure: 'heapUsedBytes' })
 
@@ -125,7 +113,8 @@ except urllib.error.HTTPError as err:
   t.teardown(() => rm(dir, { recursive: true, force: true }))
   const file = join(dir, 'book.json')
   await writeFile(file, body)
-  const python = await run('python3', ['-c', script, pressured.endpoint, file])
+  const python = await runProcess('python3', ['-c', script, pressured.endpoint, file])
+  t.equal(python.code, 0, python.stderr)
   t.equal(python.stdout.trim(), '503 5 {"error":"overloaded","message":"the service is overloaded; retry later"}',
     'a 3 MB upload from Python\'s urllib gets the 503 and its Retry-After, not a broken pipe')
 })
@@ -134,7 +123,7 @@ t.test('an event loop that lags past the limit sheds deliveries until a sample s
   const base = testConfig(databaseUrl)
   const lagging = await startApp(t, { ...base, loadShedding: { ...base.loadShedding, maxEventLoopDelayMs: 100 } })
   await createUser(lagging, 'lag-user')
-  const delivery = () => deliverBytes(lagging.endpoint, JSON.stringify(completedDelivery({ userId: 'lag-user', chapters: 1 })))
+  const delivery = () => deliver(lagging.endpoint, completedDelivery({ userId: 'lag-user', chapters: 1 }))
   // Past the start-up grace (two samples after ready), a normal loop is no pressure.
   await sleep(PRESSURE_SAMPLE_INTERVAL_MS * 3)
   t.equal((await delivery()).status, 200, 'a delivery on a quiet loop')
@@ -161,7 +150,6 @@ if (await requiresPostgres(t, 'a flood of 9 MB uploads against a server process'
     })
     const reader = await startApp(t, testConfig(databaseUrl))
     await createUser(reader, 'flood-user')
-    const key = secretToKey(TEST_SECRET)
     const bodies = Array.from({ length: 40 }, () => bigDelivery('flood-user', 9))
     t.ok(bodies.every((body) => body.length > 8.5e6 && body.length < 10 * MiB), `bodies of ${(bodies[0]!.length / 1e6).toFixed(1)} MB`)
 
@@ -169,7 +157,7 @@ if (await requiresPostgres(t, 'a flood of 9 MB uploads against a server process'
     const flooding = { on: true }
     const probe = (async () => {
       while (flooding.on) {
-        health.push(await timedGet(`${server.url}/health`))
+        health.push(await get(`${server.url}/health`))
         await sleep(50)
       }
     })()
@@ -177,17 +165,8 @@ if (await requiresPostgres(t, 'a flood of 9 MB uploads against a server process'
     const agent = new Agent({ connections: 64 })
     t.teardown(() => agent.close())
     const started = Date.now()
-    const answers = await Promise.all(bodies.map(async (body, i) => {
-      const id = `msg_flood_${i}`
-      const at = Math.floor(Date.now() / 1000)
-      const response = await request(`${server.url}${BOOK_COMPLETION_PATH}`, {
-        method: 'POST',
-        body,
-        dispatcher: agent,
-        headers: { 'content-type': 'application/json', 'webhook-id': id, 'webhook-timestamp': String(at), 'webhook-signature': signBytes(key, id, at, body) },
-      })
-      return { status: response.statusCode, headers: response.headers, body: await response.body.json() }
-    }))
+    const answers = await Promise.all(bodies.map((body, i) =>
+      deliver(`${server.url}${BOOK_COMPLETION_PATH}`, body, signedBytesHeaders(body, { id: `msg_flood_${i}` }), agent)))
     const floodMs = Date.now() - started
     flooding.on = false
     await probe
@@ -216,7 +195,7 @@ if (await requiresPostgres(t, 'a flood of 9 MB uploads against a server process'
 
     // As a sender would, after Retry-After: by then a sample has seen the loop turning again.
     await sleep(5_000)
-    const after = await deliverBytes(`${server.url}${BOOK_COMPLETION_PATH}`, JSON.stringify(completedDelivery({ userId: 'flood-user', chapters: 2 })))
+    const after = await deliver(`${server.url}${BOOK_COMPLETION_PATH}`, completedDelivery({ userId: 'flood-user', chapters: 2 }))
     t.equal(after.status, 200, `after the flood a delivery is accepted again (${after.text})`)
   })
 }

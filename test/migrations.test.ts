@@ -1,13 +1,12 @@
-import { spawn } from 'node:child_process'
-import { once } from 'node:events'
-import { randomUUID } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import pg from 'pg'
 import t, { type Test } from 'tap'
 import { MIGRATION_LOCK_KEY } from '../src/db/migrations.ts'
-import { requiresPostgres, TEST_DATABASE_URL } from './helper.ts'
+import { requiresPostgres } from './helper.ts'
 import { compileService, ROOT } from './support/compiled.ts'
+import { adminQuery, createDatabase } from './support/postgres.ts'
+import { startProcess } from './support/process.ts'
 
 /**
  * Contract section 7: migrations are safe to start twice at once (two replicas, two deploys):
@@ -16,45 +15,26 @@ import { compileService, ROOT } from './support/compiled.ts'
 const journal = JSON.parse(await readFile(join(ROOT, 'migrations/meta/_journal.json'), 'utf8')) as { entries: Array<{ tag: string }> }
 const MIGRATIONS = journal.entries.length
 
-interface Migrator { code: Promise<number | null>, output: () => string }
+interface Migrator { code: Promise<number | string>, output: () => string }
 
 if (await requiresPostgres(t, 'concurrent db:migrate on a fresh database')) {
   const service = await compileService(t)
-  const admin = new pg.Client({ connectionString: TEST_DATABASE_URL })
-  await admin.connect()
-  t.teardown(() => admin.end())
-
   async function freshEmptyDatabase (t: Test): Promise<string> {
-    const name = `bcw_migrate_${randomUUID().replaceAll('-', '')}`
-    await admin.query(`CREATE DATABASE ${name}`)
-    t.teardown(() => admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`))
-    const url = new URL(TEST_DATABASE_URL)
-    url.pathname = `/${name}`
-    return url.toString()
+    const { url, drop } = await createDatabase('bcw_migrate')
+    t.teardown(drop)
+    return url
   }
 
   /** `node dist/migrate.js`, the image's and `npm run db:migrate`'s entry, as its own process. */
   function startMigrate (databaseUrl: string): Migrator {
-    const child = spawn(process.execPath, [join(service.dir, 'dist/migrate.js')], {
-      env: { PATH: process.env.PATH, DATABASE_URL: databaseUrl },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
-    let text = ''
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => { text += chunk })
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => { text += chunk })
-    return { code: once(child, 'exit').then(([code]) => code as number | null), output: () => text }
+    const migrator = startProcess(t, process.execPath, [join(service.dir, 'dist/migrate.js')], { env: { PATH: process.env.PATH, DATABASE_URL: databaseUrl } })
+    return { code: migrator.exited, output: migrator.output }
   }
 
   async function appliedMigrations (databaseUrl: string): Promise<{ rows: number, distinct: number }> {
-    const db = new pg.Client({ connectionString: databaseUrl })
-    await db.connect()
-    try {
-      const { rows: [row] } = await db.query<{ rows: number, distinct: number }>(
-        'SELECT count(*)::int AS rows, count(DISTINCT hash)::int AS distinct FROM drizzle.__drizzle_migrations')
-      return row!
-    } finally {
-      await db.end()
-    }
+    const [row] = await adminQuery<{ rows: number, distinct: number }>(
+      'SELECT count(*)::int AS rows, count(DISTINCT hash)::int AS distinct FROM drizzle.__drizzle_migrations', databaseUrl)
+    return row!
   }
 
   t.test('a migrator waits while another holds the lock, then applies everything', async (t) => {
@@ -90,11 +70,8 @@ if (await requiresPostgres(t, 'concurrent db:migrate on a fresh database')) {
       t.same(codes, [0, 0], `round ${round}: both exit 0\n${pair.map((migrator) => migrator.output()).join('---\n')}`)
       for (const migrator of pair) t.match(migrator.output(), /migrations applied\n$/, `round ${round}: each says so`)
       t.same(await appliedMigrations(databaseUrl), { rows: MIGRATIONS, distinct: MIGRATIONS }, `round ${round}: ${MIGRATIONS} migrations, each recorded once`)
-      const db = new pg.Client({ connectionString: databaseUrl })
-      await db.connect()
-      const { rows } = await db.query<{ table_name: string }>(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name")
-      await db.end()
+      const rows = await adminQuery<{ table_name: string }>(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name", databaseUrl)
       t.same(rows.map((row) => row.table_name), ['book_jobs', 'books', 'chapters', 'users', 'webhook_dead_letters'], `round ${round}: the schema is complete`)
     }
   })

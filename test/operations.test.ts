@@ -1,11 +1,10 @@
 import { readFile } from 'node:fs/promises'
 import { sql } from 'drizzle-orm'
-import { request } from 'undici'
 import t from 'tap'
 import { DEAD_LETTERS_REFRESH_MS } from '../src/plugins/metrics.ts'
 import { SIGNATURE_FAILURES } from '../src/webhooks/signature.ts'
-import { TEST_SECRET, count, createUser, deliver, freshDatabase, signedHeaders, startApp, testConfig } from './helper.ts'
-import { completedDelivery } from './fixtures.ts'
+import { TEST_SECRET, count, createUser, deliver, freshDatabase, get, signedHeaders, startApp, testConfig } from './helper.ts'
+import { completedDelivery } from '../scripts/deliveries.ts'
 import { Writable } from 'node:stream'
 import pino from 'pino'
 import { loggerOptions } from '../src/logger.ts'
@@ -13,11 +12,6 @@ import { loggerOptions } from '../src/logger.ts'
 const databaseUrl = await freshDatabase(t)
 const running = await startApp(t, testConfig(databaseUrl))
 await createUser(running, 'ops-user')
-
-async function get (path: string, on = running.url) {
-  const response = await request(`${on}${path}`)
-  return { status: response.statusCode, headers: response.headers, text: await response.body.text() }
-}
 
 /** The value of one sample in Prometheus text format, or undefined when it is absent. */
 function sample (metrics: string, name: string, labels: Record<string, string> = {}): number | undefined {
@@ -31,10 +25,10 @@ function sample (metrics: string, name: string, labels: Record<string, string> =
 }
 
 t.test('/health answers without the database, /ready with it', async (t) => {
-  const health = await get('/health')
+  const health = await get(`${running.url}/health`)
   t.equal(health.status, 200)
   t.same(JSON.parse(health.text), { status: 'ok' })
-  const ready = await get('/ready')
+  const ready = await get(`${running.url}/ready`)
   t.equal(ready.status, 200)
   t.same(JSON.parse(ready.text), { status: 'ready' })
   t.notOk(running.logs.some((line) => line.req !== undefined || line.res !== undefined), 'no per-request log lines for probes')
@@ -42,16 +36,14 @@ t.test('/health answers without the database, /ready with it', async (t) => {
 
 t.test('the request id is the webhook-id, echoed in x-request-id; helmet headers are on', async (t) => {
   const delivery = completedDelivery({ userId: 'ops-user', chapters: 2 })
-  const body = JSON.stringify(delivery)
-  const headers = signedHeaders(body, { id: 'msg_ops_request_id_1' })
-  const answer = await deliver(running.endpoint, body, headers)
+  const answer = await deliver(running.endpoint, delivery, signedHeaders(delivery, { id: 'msg_ops_request_id_1' }))
   t.equal(answer.status, 200)
   t.equal(answer.headers['x-request-id'], 'msg_ops_request_id_1')
   t.equal(answer.headers['x-content-type-options'], 'nosniff')
   const line = running.logs.find((entry) => entry.msg === 'delivery' && entry.jobId === delivery.job_id)
   t.equal(line?.reqId, 'msg_ops_request_id_1', 'the delivery log line carries the webhook-id as reqId')
 
-  const health = await get('/health')
+  const health = await get(`${running.url}/health`)
   t.match(health.headers['x-request-id'], /^[0-9a-f-]{36}$/, 'without webhook-id a UUID is generated')
 })
 
@@ -68,7 +60,7 @@ t.test('/metrics counts deliveries by outcome and status code, times them and sh
   t.equal((await deliver(running.endpoint, { job_id: 'x', status: 'completed' })).status, 400)
   t.equal((await deliver(running.endpoint, completedDelivery({ userId: 'nobody-known' }))).status, 422)
 
-  const metrics = await get('/metrics')
+  const metrics = await get(`${running.url}/metrics`)
   t.equal(metrics.status, 200)
   t.match(metrics.headers['content-type'], /^text\/plain; version=0\.0\.4/)
   const m = metrics.text
@@ -92,12 +84,12 @@ t.test('/metrics counts deliveries by outcome and status code, times them and sh
   const counted = (text: string) => text.split('\n').filter((l) => l.startsWith('webhook_deliveries_total{'))
     .reduce((sum, l) => sum + Number(l.split(' ').at(-1)), 0)
   const before = counted(m)
-  for (const path of ['/health', '/ready', '/metrics', '/api/webhooks/unknown']) await get(path)
-  t.equal(counted((await get('/metrics')).text), before, 'probes, scrapes and other routes are not deliveries')
+  for (const path of ['/health', '/ready', '/metrics', '/api/webhooks/unknown']) await get(`${running.url}${path}`)
+  t.equal(counted((await get(`${running.url}/metrics`)).text), before, 'probes, scrapes and other routes are not deliveries')
 })
 
 t.test('signature rejections are counted by the verifier\'s reason', async (t) => {
-  const before = (await get('/metrics')).text
+  const before = (await get(`${running.url}/metrics`)).text
   t.match(before, /^# TYPE webhook_signature_rejections_total counter$/m)
   for (const reason of SIGNATURE_FAILURES) {
     t.type(sample(before, 'webhook_signature_rejections_total', { reason }), 'number', `${reason} is exported before it happens`)
@@ -111,7 +103,7 @@ t.test('signature rejections are counted by the verifier\'s reason', async (t) =
     await deliver(running.endpoint, body, signedHeaders(body, { secret: `whsec_${Buffer.alloc(32, 9).toString('base64')}` })),
   ]
   t.same(sent.map((answer) => answer.status), [401, 401, 401, 401, 401])
-  const after = (await get('/metrics')).text
+  const after = (await get(`${running.url}/metrics`)).text
   const added = Object.fromEntries(SIGNATURE_FAILURES.map((reason) => [reason,
     sample(after, 'webhook_signature_rejections_total', { reason })! - sample(before, 'webhook_signature_rejections_total', { reason })!]))
   t.same(added, { missing_headers: 1, invalid_timestamp: 1, timestamp_too_old: 1, timestamp_too_new: 0, no_matching_signature: 2 })
@@ -123,24 +115,24 @@ t.test('webhook_dead_letters_pending counts the pending dead letters, at most ev
   await deliver(running.endpoint, completedDelivery({ userId: 'not-a-user-yet' }))
   const pending = await count(running, 'webhook_dead_letters', sql`replayed_at IS NULL`)
   t.ok(pending >= 1)
-  t.equal(sample((await get('/metrics', fresh.url)).text, 'webhook_dead_letters_pending'), pending, 'the count of webhook_dead_letters not replayed')
+  t.equal(sample((await get(`${fresh.url}/metrics`)).text, 'webhook_dead_letters_pending'), pending, 'the count of webhook_dead_letters not replayed')
 
   t.equal((await deliver(running.endpoint, completedDelivery({ userId: 'not-a-user-yet' }))).status, 422)
-  t.equal(sample((await get('/metrics', fresh.url)).text, 'webhook_dead_letters_pending'), pending, 'a scrape right after reuses the count (no query per scrape)')
+  t.equal(sample((await get(`${fresh.url}/metrics`)).text, 'webhook_dead_letters_pending'), pending, 'a scrape right after reuses the count (no query per scrape)')
   await new Promise((resolve) => setTimeout(resolve, DEAD_LETTERS_REFRESH_MS + 100))
-  t.equal(sample((await get('/metrics', fresh.url)).text, 'webhook_dead_letters_pending'), pending + 1, `counted again after ${DEAD_LETTERS_REFRESH_MS / 1000} s`)
+  t.equal(sample((await get(`${fresh.url}/metrics`)).text, 'webhook_dead_letters_pending'), pending + 1, `counted again after ${DEAD_LETTERS_REFRESH_MS / 1000} s`)
 })
 
 t.test('webhook_build_info carries the version and the Node.js version', async (t) => {
   const { version } = JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8'))
-  const metrics = (await get('/metrics')).text
+  const metrics = (await get(`${running.url}/metrics`)).text
   t.match(metrics, /^# TYPE webhook_build_info gauge$/m)
   t.equal(sample(metrics, 'webhook_build_info', { version, node_version: process.version }), 1)
 })
 
 t.test('each app has its own registry', async (t) => {
   const other = await startApp(t, testConfig(databaseUrl))
-  const metrics = (await get('/metrics', other.url)).text
+  const metrics = (await get(`${other.url}/metrics`)).text
   t.equal(sample(metrics, 'webhook_deliveries_total'), undefined, 'a new app has counted nothing')
   t.match(metrics, /# TYPE webhook_deliveries_total counter/)
 })

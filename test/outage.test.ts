@@ -2,12 +2,11 @@ import { sql } from 'drizzle-orm'
 import pg from 'pg'
 import pino from 'pino'
 import t from 'tap'
-import { request } from 'undici'
 import { classifyDatabaseError } from '../src/errors.ts'
 import { openDatabase } from '../src/db/client.ts'
-import { completedDelivery } from './fixtures.ts'
-import { deliver, freshDatabase, requiresPostgres, startApp, testConfig, type Answer, type RunningApp } from './helper.ts'
-import { TcpProxy, type Outage } from './tcp-proxy.ts'
+import { completedDelivery } from '../scripts/deliveries.ts'
+import { deliver, freshDatabase, get, requiresPostgres, startApp, testConfig, waitFor, type Answer, type RunningApp } from './helper.ts'
+import { TcpProxy, type Outage } from './support/tcp-proxy.ts'
 
 /** "Within a few seconds": the pool's connect timeout is 3 s, the readiness ping's 2 s. */
 const ANSWER_WITHIN_MS = 5_000
@@ -119,10 +118,10 @@ if (await requiresPostgres(t, 'losing the database at run time')) {
     const answers = await Promise.all([3, 4, 5, 6].map(numberIn))
     t.same(answers, [3, 4, 5, 6], 'every query gets its own answer')
     // Reused, it would be inside the timed-out BEGIN's transaction; it must have been closed instead.
-    const gone = await waitUntil(async () => {
+    const gone = await waitFor(async () => {
       const { rows } = await admin.query('SELECT 1 FROM pg_stat_activity WHERE pid = $1', [frozenBackend])
-      return rows.length === 0
-    }, 3_000)
+      return rows.length === 0 ? true : undefined
+    }, 3_000, 50)
     t.ok(gone, 'the timed-out connection was closed, not put back in the pool')
     const pool = handle.poolStats()
     t.equal(pool.total - pool.idle, 0, 'nothing stays checked out')
@@ -145,17 +144,6 @@ if (await requiresPostgres(t, 'losing the database at run time')) {
   })
 }
 
-async function waitUntil (condition: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    if (await condition()) return true
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
-  return false
-}
-
-async function probe (running: RunningApp, path: string) {
-  const started = Date.now()
-  const response = await request(`${running.url}${path}`)
-  return { status: response.statusCode, text: await response.body.text(), ms: Date.now() - started }
+function probe (running: RunningApp, path: string) {
+  return get(`${running.url}${path}`)
 }

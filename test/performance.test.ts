@@ -4,7 +4,7 @@ import { loadConfig } from '../src/config.ts'
 import { countWords } from '../src/webhooks/word-count.ts'
 import { checkJsonStructure } from '../src/webhooks/json-structure.ts'
 import { findUnstorableText, LIMITS, mayHoldUnstorableText } from '../src/webhooks/payload.ts'
-import { completedDelivery } from './fixtures.ts'
+import { completedDelivery } from '../scripts/deliveries.ts'
 import { createUser, deliver, freshDatabase, snapshot, startApp, testConfig } from './helper.ts'
 
 // What the lean write path skips or does differently must give the same answers as the slow way.

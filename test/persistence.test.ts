@@ -1,6 +1,6 @@
 import { sql } from 'drizzle-orm'
 import t from 'tap'
-import { completedDelivery, failedDelivery } from './fixtures.ts'
+import { completedDelivery, failedDelivery } from '../scripts/deliveries.ts'
 import { count, createUser, deliver, freshDatabase, snapshot, startApp, testConfig } from './helper.ts'
 
 const databaseUrl = await freshDatabase(t)

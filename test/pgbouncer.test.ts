@@ -1,8 +1,8 @@
 import { sql } from 'drizzle-orm'
 import t from 'tap'
 import { request } from 'undici'
-import { findPgbouncer, startPgbouncer } from '../scripts/bench/pgbouncer.ts'
-import { completedDelivery, failedDelivery } from './fixtures.ts'
+import { findPgbouncer, startPgbouncer } from './support/pgbouncer.ts'
+import { completedDelivery, failedDelivery } from '../scripts/deliveries.ts'
 import { count, createUser, deliver, freshDatabase, requiresPostgres, startApp, testConfig } from './helper.ts'
 
 // The service behind PgBouncer in transaction pooling mode: each transaction may run on another

@@ -1,65 +1,28 @@
-import { spawn } from 'node:child_process'
-import { once } from 'node:events'
-import { createServer } from 'node:net'
 import { randomUUID } from 'node:crypto'
-import pg from 'pg'
 import t, { type Test } from 'tap'
-import { request } from 'undici'
 import { BOOK_COMPLETION_PATH } from '../src/routes/book-completion.ts'
-import { completedDelivery } from './fixtures.ts'
-import { freshDatabase, requiresPostgres, TEST_SECRET } from './helper.ts'
-import { deliverBytes } from './support/leaks.ts'
+import { completedDelivery } from '../scripts/deliveries.ts'
+import { deliver, freshDatabase, requiresPostgres, signedHeaders, TEST_SECRET } from './helper.ts'
+import { spawnServer } from './support/process.ts'
+import { adminQuery } from './support/postgres.ts'
 
 /**
  * Two server processes (what production runs: `src/server.ts`, ENVIRONMENT=production) on one
  * database, sent concurrent deliveries of the same and of different jobs: exactly once everywhere.
  */
-interface Replica { endpoint: string, logs: string[] }
-
-async function freePort (): Promise<number> {
-  const server = createServer()
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const { port } = server.address() as { port: number }
-  server.close()
-  await once(server, 'close')
-  return port
-}
+interface Replica { endpoint: string, logs: () => string[] }
 
 async function startReplica (t: Test, databaseUrl: string): Promise<Replica> {
-  const port = await freePort()
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
-    env: { ...process.env, ENVIRONMENT: 'production', DATABASE_URL: databaseUrl, WEBHOOK_SECRET: TEST_SECRET, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'info' },
-    stdio: ['ignore', 'pipe', 'pipe'],
+  const server = await spawnServer(t, process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+    env: { ...process.env, ENVIRONMENT: 'production', DATABASE_URL: databaseUrl, WEBHOOK_SECRET: TEST_SECRET, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info' },
   })
-  const logs: string[] = []
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => logs.push(...chunk.split('\n').filter(Boolean)))
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => logs.push(...chunk.split('\n').filter(Boolean)))
-  const exited = once(child, 'exit')
-  t.teardown(async () => {
-    child.kill('SIGTERM')
-    await exited
-  })
-  const url = `http://127.0.0.1:${port}`
-  for (let attempt = 0; ; attempt++) {
-    try {
-      const response = await request(`${url}/ready`)
-      await response.body.dump()
-      if (response.statusCode === 200) break
-    } catch {}
-    if (attempt > 150 || child.exitCode !== null) throw new Error(`replica on port ${port} did not start: ${logs.join('\n')}`)
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-  return { endpoint: `${url}${BOOK_COMPLETION_PATH}`, logs }
+  return { endpoint: `${server.url}${BOOK_COMPLETION_PATH}`, logs: () => server.output().split('\n').filter(Boolean) }
 }
 
 t.test('two replicas, concurrent deliveries of the same and of different jobs: exactly once', async (t) => {
   if (!(await requiresPostgres(t, 'replicas share one Postgres server'))) return
   const databaseUrl = (await freshDatabase(t))!
-  const admin = new pg.Client({ connectionString: databaseUrl })
-  await admin.connect()
-  t.teardown(() => admin.end())
-  await admin.query('INSERT INTO users (id) VALUES (\'replica-user\')')
+  await adminQuery('INSERT INTO users (id) VALUES (\'replica-user\')', databaseUrl)
   const replicas = await Promise.all([startReplica(t, databaseUrl), startReplica(t, databaseUrl)])
 
   const run = randomUUID().slice(0, 8)
@@ -85,7 +48,7 @@ t.test('two replicas, concurrent deliveries of the same and of different jobs: e
     sends.push({ jobId: `single-${run}-${j}`, body: JSON.stringify(completedDelivery({ jobId: `single-${run}-${j}`, userId: 'replica-user', chapters: 3 })), id: `msg_${randomUUID()}`, replica: j % 2, group: 'single' })
   }
 
-  const answers = await Promise.all(sends.map((send) => deliverBytes(replicas[send.replica]!.endpoint, send.body, { id: send.id })))
+  const answers = await Promise.all(sends.map((send) => deliver(replicas[send.replica]!.endpoint, send.body, signedHeaders(send.body, { id: send.id }))))
   t.same([...new Set(answers.map((answer) => answer.status))], [200], 'every delivery answered 200')
   t.same([0, 1].map((replica) => sends.filter((send, i) => send.replica === replica && answers[i]!.status === 200).length > 0), [true, true], 'both replicas served deliveries')
 
@@ -93,14 +56,14 @@ t.test('two replicas, concurrent deliveries of the same and of different jobs: e
   const createdPerJob = jobIds.map((jobId) => answers.filter((answer, i) => sends[i]!.jobId === jobId && answer.body.created === true).length)
   t.same([...new Set(createdPerJob)], [1], 'exactly one response per job says created')
 
-  const { rows: [totals] } = await admin.query(`
+  const [totals] = await adminQuery(`
     SELECT (SELECT count(*)::int FROM book_jobs) AS jobs, (SELECT count(*)::int FROM books) AS books,
       (SELECT count(*)::int FROM chapters) AS chapters, (SELECT count(*)::int FROM webhook_dead_letters) AS dead_letters,
-      (SELECT count(*)::int FROM (SELECT book_id, position FROM chapters GROUP BY 1, 2 HAVING count(*) > 1) d) AS duplicated_positions`)
-  const { rows: perJob } = await admin.query<{ id: string, status: string, books: number, contents: string[], last_webhook_id: string }>(`
-    SELECT j.id, j.status::text AS status, j.last_webhook_id, (SELECT count(*)::int FROM books b WHERE b.job_id = j.id) AS books,
+      (SELECT count(*)::int FROM (SELECT book_id, position FROM chapters GROUP BY 1, 2 HAVING count(*) > 1) d) AS duplicated_positions`, databaseUrl)
+  const perJob = await adminQuery<{ id: string, status: string, books: number, contents: string[], last_applied_id: string }>(`
+    SELECT j.id, j.status::text AS status, j.applied_webhook_ids[cardinality(j.applied_webhook_ids)] AS last_applied_id, (SELECT count(*)::int FROM books b WHERE b.job_id = j.id) AS books,
       (SELECT array_agg(c.content ORDER BY c.position) FROM chapters c JOIN books b ON b.id = c.book_id WHERE b.job_id = j.id) AS contents
-    FROM book_jobs j ORDER BY j.id`)
+    FROM book_jobs j ORDER BY j.id`, databaseUrl)
 
   const expectedChapters = perJob.reduce((sum, job) => sum + job.contents.length, 0)
   t.same(totals, { jobs: 32, books: 32, chapters: expectedChapters, dead_letters: 0, duplicated_positions: 0 })
@@ -108,7 +71,7 @@ t.test('two replicas, concurrent deliveries of the same and of different jobs: e
   t.equal(perJob.filter((job) => job.id.startsWith('single-')).reduce((sum, job) => sum + job.contents.length, 0), 16 * 3)
   for (const job of perJob) {
     const candidates = sends.filter((send) => send.jobId === job.id)
-    const winner = candidates.find((send) => send.id === job.last_webhook_id)
+    const winner = candidates.find((send) => send.id === job.last_applied_id)
     const expected = winner && (JSON.parse(winner.body) as ReturnType<typeof completedDelivery>).book_data.chapters.map((chapter) => chapter.content)
     if (job.status !== 'COMPLETED' || job.books !== 1 || JSON.stringify(job.contents) !== JSON.stringify(expected)) {
       t.fail(`job ${job.id}: ${job.status}, ${job.books} books, chapters are not exactly the last applied delivery's`)
@@ -117,7 +80,7 @@ t.test('two replicas, concurrent deliveries of the same and of different jobs: e
   t.pass(`all ${perJob.length} jobs hold exactly one book with the chapters of one delivery`)
 
   const outcomes: Record<string, number> = {}
-  for (const line of replicas.flatMap((replica) => replica.logs)) {
+  for (const line of replicas.flatMap((replica) => replica.logs())) {
     const parsed = JSON.parse(line) as { msg?: string, outcome?: string, level?: number }
     if (parsed.msg === 'delivery') outcomes[parsed.outcome!] = (outcomes[parsed.outcome!] ?? 0) + 1
     if ((parsed.level ?? 0) >= 50) t.fail(`a replica logged an error: ${line}`)

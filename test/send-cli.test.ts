@@ -1,32 +1,23 @@
-import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { createServer } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { sql } from 'drizzle-orm'
 import t from 'tap'
 import { count, createUser, freshDatabase, snapshot, startApp, TEST_SECRET, testConfig } from './helper.ts'
+import { runProcess, type ProcessRun } from './support/process.ts'
+import { freePort } from './support/free-port.ts'
 
 /** `npm run send` as a child process against the real app, as a developer runs it. */
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const SEED_FILE = fileURLToPath(new URL('./fixtures/contract-seed-delivery.json', import.meta.url))
 
-interface CliRun { code: number | null, stdout: string, stderr: string }
 interface Attempt { status: number, timeMs: number, body: Record<string, unknown> }
 
-function runSend (args: string[]): Promise<CliRun> {
+function runSend (args: string[]): Promise<ProcessRun> {
   const env = { ...process.env }
   delete env.WEBHOOK_SECRET
   delete env.NODE_OPTIONS // tap's process tracking: the CLI is measured by its behaviour, not its coverage
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'scripts/send.ts', ...args], { cwd: ROOT, env })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (chunk) => { stdout += chunk })
-    child.stderr.on('data', (chunk) => { stderr += chunk })
-    child.on('error', reject)
-    child.on('close', (code) => resolve({ code, stdout, stderr }))
-  })
+  return runProcess(process.execPath, ['--import', 'tsx', 'scripts/send.ts', ...args], { cwd: ROOT, env })
 }
 
 /** Each `[i/n] <status> · <ms> ms round trip` line and the JSON body printed under it. */
@@ -38,14 +29,6 @@ function attempts (stdout: string): Attempt[] {
     else if (found.length > 0 && !line.startsWith('hint:')) found.at(-1)!.lines.push(line)
   }
   return found.map(({ status, timeMs, lines }) => ({ status, timeMs, body: JSON.parse(lines.join('\n')) }))
-}
-
-async function closedLoopbackPort (): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as { port: number }
-  await new Promise((resolve) => server.close(resolve))
-  return port
 }
 
 const databaseUrl = await freshDatabase(t)
@@ -137,7 +120,7 @@ t.test('unsigned, the front end\'s test request is accepted by a development ser
 })
 
 t.test('an unreachable service: a clear error naming the URL and the service\'s port, exit 1', async (t) => {
-  const port = await closedLoopbackPort()
+  const port = await freePort()
   const url = `http://127.0.0.1:${port}/api/webhooks/book-completion`
   const run = await runSend(['--test', '--url', url])
   t.equal(run.code, 1)

@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { randomBytes, randomUUID } from 'node:crypto'
 import { once } from 'node:events'
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
@@ -9,14 +9,15 @@ import { basename, join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
 import { sql } from 'drizzle-orm'
-import { Webhook } from 'standardwebhooks'
 import t, { type Test } from 'tap'
 import { request } from 'undici'
-import { sampleDelivery, type Delivery } from '../scripts/sample-book.ts'
+import { sampleDelivery } from '../scripts/deliveries.ts'
 import { secretToKey } from '../src/config.ts'
 import { BOOK_COMPLETION_PATH } from '../src/routes/book-completion.ts'
+import type { CompletedDelivery } from '../src/webhooks/payload.ts'
 import { sign, verifySignature } from '../src/webhooks/signature.ts'
-import { count, createUser, freshDatabase, startApp, TEST_SECRET, testConfig, type RunningApp } from './helper.ts'
+import { count, createUser, freshDatabase, standardWebhook, startApp, TEST_SECRET, testConfig, type RunningApp } from './helper.ts'
+import { runProcess, type ProcessRun } from './support/process.ts'
 
 /**
  * The Python sender kit (clients/python, contract section 9) run as python3 processes against the
@@ -36,8 +37,6 @@ const PLAIN_SECRET = 'le-secret-partagé-du-backend—assez-long✓'
 
 // --- running the kit ---------------------------------------------------------------------------
 
-interface Run { code: number | null, stdout: string, stderr: string, ms: number }
-
 function kitEnv (extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env, PYTHONDONTWRITEBYTECODE: '1', PYTHONIOENCODING: 'utf-8', PYTHONUNBUFFERED: '1' }
   for (const name of ['WEBHOOK_URL', 'WEBHOOK_SECRET', 'WEBHOOK_SPOOL_DIR', 'NODE_OPTIONS', 'http_proxy', 'HTTP_PROXY', 'https_proxy', 'HTTPS_PROXY', 'all_proxy', 'ALL_PROXY']) {
@@ -46,23 +45,13 @@ function kitEnv (extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   return { ...env, ...extra }
 }
 
-function python (args: string[], options: { env?: Record<string, string>, stdin?: string | Buffer, started?: (child: ChildProcess) => void } = {}): Promise<Run> {
-  const begun = performance.now()
-  return new Promise((resolve, reject) => {
-    const child = spawn('python3', args, { cwd: ROOT, env: kitEnv(options.env) })
-    options.started?.(child)
-    let stdout = ''
-    let stderr = ''
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => { stdout += chunk })
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk })
-    child.on('error', (err) => reject(new Error(`cannot run python3 (the kit's tests need it): ${err.message}`)))
-    child.on('close', (code) => resolve({ code, stdout, stderr, ms: performance.now() - begun }))
-    child.stdin.end(options.stdin ?? '')
-  })
+function python (args: string[], options: { env?: Record<string, string>, stdin?: string | Buffer, started?: (child: ChildProcess) => void } = {}): Promise<ProcessRun> {
+  return runProcess('python3', args, { cwd: ROOT, env: kitEnv(options.env), stdin: options.stdin, started: options.started })
+    .catch((err: Error) => { throw new Error(`${err.message} (the kit's tests need python3)`) })
 }
 
 /** The command line, as an operator or cron runs it. */
-function cli (args: string[], env: Record<string, string> = {}, started?: (child: ChildProcess) => void): Promise<Run> {
+function cli (args: string[], env: Record<string, string> = {}, started?: (child: ChildProcess) => void): Promise<ProcessRun> {
   return python([KIT, ...args], { env, ...(started ? { started } : {}) })
 }
 
@@ -95,7 +84,7 @@ interface KitOutcome {
   rejected?: { status: number, body: Body, webhook_id: string, message: string }
   spooled?: { path: string, webhook_id: string, last_error: string, message: string }
   flushed?: { delivered: number, rejected: number, kept: number, responses: Body[] }
-  run: Run
+  run: ProcessRun
 }
 
 async function library (action: 'send' | 'flush', options: Record<string, unknown>, payload?: unknown, env: Record<string, string> = {}): Promise<KitOutcome> {
@@ -208,7 +197,7 @@ async function listing (dir: string): Promise<string[]> {
   }
 }
 
-function book (userId: string, jobId = `kit-${randomUUID()}`): Delivery {
+function book (userId: string, jobId = `kit-${randomUUID()}`): CompletedDelivery {
   return { ...sampleDelivery(), job_id: jobId, user_id: userId, environment: 'production' }
 }
 
@@ -231,9 +220,8 @@ function verifiesWithService (headers: IncomingHttpHeaders, body: Buffer, secret
 }
 
 function verifiesWithPackage (headers: IncomingHttpHeaders, body: Buffer, secret: string): boolean {
-  const webhook = secret.startsWith('whsec_') ? new Webhook(secret) : new Webhook(Buffer.from(secret, 'utf8'), { format: 'raw' })
   try {
-    webhook.verify(body.toString('utf8'), headers as Record<string, string>, { jsonParse: false })
+    standardWebhook(secret).verify(body.toString('utf8'), headers as Record<string, string>, { jsonParse: false })
     return true
   } catch {
     return false
@@ -277,8 +265,8 @@ t.test('send FILE.json, signed: 200, and the French seed book stored byte for by
   t.ok(verifiesWithService(proxy.seen[0]!.headers, proxy.seen[0]!.body, [TEST_SECRET]))
 
   const { stored, chapters } = await storedBook(production, delivery.job_id)
-  t.same(stored, { title: delivery.book_data!.book_title, topic: delivery.book_data!.topic, goal: delivery.book_data!.goal, user_id: 'reader-1' })
-  t.same(chapters, delivery.book_data!.chapters.map((chapter, i) => ({ position: i + 1, ...chapter })), 'accents, Markdown and emoji as sent')
+  t.same(stored, { title: delivery.book_data.book_title, topic: delivery.book_data.topic, goal: delivery.book_data.goal, user_id: 'reader-1' })
+  t.same(chapters, delivery.book_data.chapters.map((chapter, i) => ({ position: i + 1, ...chapter })), 'accents, Markdown and emoji as sent')
   t.ok(chapters.some((chapter) => chapter.content.includes('🍅')))
   t.same(await listing(join(dir, 'spool')), [], 'nothing spooled')
 })
@@ -293,7 +281,7 @@ t.test('send(payload) serialises once as UTF-8 (no \\u escapes) and returns the 
   t.ok(wire.includes(Buffer.from('légumes', 'utf8')) && wire.includes(Buffer.from('🌱', 'utf8')), 'raw UTF-8 on the wire')
   t.notOk(wire.includes('\\u'), 'no ensure_ascii escapes')
   const { chapters } = await storedBook(production, delivery.job_id)
-  t.same(chapters.map((chapter) => chapter.content), delivery.book_data!.chapters.map((chapter) => chapter.content))
+  t.same(chapters.map((chapter) => chapter.content), delivery.book_data.chapters.map((chapter) => chapter.content))
 })
 
 t.test('a plain UTF-8 secret signs with its UTF-8 bytes', async (t) => {
@@ -346,8 +334,7 @@ t.test('signatures cross-check: the kit\'s verify with standardwebhooks (npm) an
       'print(kit.sign(kit.secret_keys(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.stdin.buffer.read()))',
       secret, id, String(timestamp)], { stdin: bytes })
     t.equal(kitSigned.code, 0, 'the kit signed', { stderr: kitSigned.stderr })
-    const npmKey = secret.startsWith('whsec_') ? new Webhook(secret) : new Webhook(Buffer.from(secret, 'utf8'), { format: 'raw' })
-    t.equal(kitSigned.stdout.trim(), npmKey.sign(id, new Date(timestamp * 1000), bytes.toString('utf8')), `${label}: npm's signature`)
+    t.equal(kitSigned.stdout.trim(), standardWebhook(secret).sign(id, new Date(timestamp * 1000), bytes.toString('utf8')), `${label}: npm's signature`)
     t.equal(kitSigned.stdout.trim(), sign(secretToKey(secret), id, timestamp, bytes), `${label}: the service's signature`)
   }
 })
@@ -408,9 +395,9 @@ t.test('a 4xx other than 429: one attempt, an error with the status and body, no
     t.match(attemptLines(outcome.run.stderr)[0], /; not retried/)
     t.same(await listing(spool), [], `${name}: nothing spooled`)
   }
-  const unknownUser = cases[0]!.payload as Delivery
+  const unknownUser = cases[0]!.payload as CompletedDelivery
   t.equal(await count(production, 'webhook_dead_letters', sql`job_id = ${unknownUser.job_id}`), 1, 'the 422 is the service\'s dead letter')
-  t.equal(await count(production, 'book_jobs', sql`id = ${(cases[1]!.payload as Delivery).job_id}`), 0, 'the 401 wrote nothing')
+  t.equal(await count(production, 'book_jobs', sql`id = ${(cases[1]!.payload as CompletedDelivery).job_id}`), 0, 'the 401 wrote nothing')
 })
 
 t.test('service down: spooled atomically; flush delivers it later with the same webhook-id', async (t) => {

@@ -1,11 +1,11 @@
 import { connect } from 'node:net'
 import pg from 'pg'
 import t from 'tap'
-import { Agent, request } from 'undici'
+import { Agent } from 'undici'
 import { BOOK_COMPLETION_PATH } from '../src/routes/book-completion.ts'
-import { completedDelivery } from './fixtures.ts'
-import { freshDatabase, requiresPostgres, signedHeaders, TEST_SECRET } from './helper.ts'
-import { spawnServer } from './process.ts'
+import { completedDelivery } from '../scripts/deliveries.ts'
+import { deliver, freshDatabase, requiresPostgres, signedHeaders, TEST_SECRET, waitFor } from './helper.ts'
+import { spawnServer } from './support/process.ts'
 import { openRaw } from './support/raw-socket.ts'
 
 const DELIVERIES = 20
@@ -46,11 +46,8 @@ if (await requiresPostgres(t, 'SIGTERM with deliveries in flight')) {
     t.teardown(() => agent.close())
     const deliveries = Array.from({ length: DELIVERIES }, () => completedDelivery({ userId: 'shutdown-user', chapters: 3 }))
     const answers = deliveries.map(async (delivery) => {
-      const body = JSON.stringify(delivery)
-      const response = await request(`${server.url}${BOOK_COMPLETION_PATH}`, {
-        method: 'POST', body, headers: signedHeaders(body), dispatcher: agent,
-      })
-      return { jobId: delivery.job_id, status: response.statusCode, body: await response.body.json() }
+      const answer = await deliver(`${server.url}${BOOK_COMPLETION_PATH}`, delivery, undefined, agent)
+      return { jobId: delivery.job_id, status: answer.status }
     })
 
     const waiting = await waitFor(async () => {
@@ -105,16 +102,6 @@ if (await requiresPostgres(t, 'SIGTERM with deliveries in flight')) {
     t.match(output, /closing: finishing in-flight deliveries/)
     t.notOk(output.includes(TEST_SECRET.slice('whsec_'.length)), 'the secret is not in the process output')
   })
-}
-
-async function waitFor<T> (probe: () => Promise<T | undefined>, timeoutMs: number): Promise<T | undefined> {
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    const value = await probe()
-    if (value !== undefined) return value
-    await new Promise((resolve) => setTimeout(resolve, 25))
-  }
-  return undefined
 }
 
 function connectError (port: number): Promise<string> {

@@ -1,20 +1,12 @@
-import { createHmac, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import t, { type Test } from 'tap'
-import { secretToKey } from '../src/config.ts'
-import { completedDelivery } from './fixtures.ts'
-import { createUser, deliver, freshDatabase, signedHeaders, snapshot, startApp, testConfig, TEST_SECRET } from './helper.ts'
+import { completedDelivery } from '../scripts/deliveries.ts'
+import { createUser, deliver, freshDatabase, signedBytesHeaders, signedHeaders, snapshot, startApp, testConfig, TEST_SECRET } from './helper.ts'
 
 const databaseUrl = await freshDatabase(t)
 const oldPlainSecret = 'an-old-plain-text-secret-of-32-bytes!'
 const running = await startApp(t, testConfig(databaseUrl, {}, { WEBHOOK_SECRET: `${oldPlainSecret} ${TEST_SECRET}` }))
 await createUser(running, 'u1')
-
-const nowSeconds = () => Math.floor(Date.now() / 1000)
-
-/** Signs with plain node:crypto, independently of the standardwebhooks package. */
-function cryptoSignature (key: Buffer, id: string, timestamp: number, body: string): string {
-  return `v1,${createHmac('sha256', key).update(`${id}.${timestamp}.${body}`).digest('base64')}`
-}
 
 async function expectRejected (t: Test, body: string, headers: Record<string, string>, why: string) {
   const before = await snapshot(running)
@@ -35,13 +27,7 @@ t.test('a delivery signed by the standardwebhooks package passes', async (t) => 
 
 t.test('a delivery signed with plain node:crypto passes (cross-check)', async (t) => {
   const payload = body()
-  const ts = nowSeconds()
-  const answer = await deliver(running.endpoint, payload, {
-    'content-type': 'application/json',
-    'webhook-id': 'msg_crypto',
-    'webhook-timestamp': String(ts),
-    'webhook-signature': cryptoSignature(secretToKey(TEST_SECRET), 'msg_crypto', ts, payload),
-  })
+  const answer = await deliver(running.endpoint, payload, signedBytesHeaders(payload, { id: 'msg_crypto' }))
   t.equal(answer.status, 200)
 })
 
@@ -73,11 +59,8 @@ t.test('timestamps outside the tolerance (300 s) are 401, both ways; inside pass
   await expectRejected(t, payload, signedHeaders(payload, { at: new Date(Date.now() + 310_000) }), 'future')
   const inside = await deliver(running.endpoint, payload, signedHeaders(payload, { at: new Date(Date.now() - 290_000) }))
   t.equal(inside.status, 200, '290 s old is inside the window')
-  const ts = nowSeconds()
-  const signature = cryptoSignature(secretToKey(TEST_SECRET), 'msg_ts', ts, payload)
-  await expectRejected(t, payload, {
-    'content-type': 'application/json', 'webhook-id': 'msg_ts', 'webhook-timestamp': `${ts}abc`, 'webhook-signature': signature,
-  }, 'a timestamp that is not plain digits')
+  const signed = signedBytesHeaders(payload, { id: 'msg_ts' })
+  await expectRejected(t, payload, { ...signed, 'webhook-timestamp': `${signed['webhook-timestamp']}abc` }, 'a timestamp that is not plain digits')
 })
 
 t.test('WEBHOOK_TOLERANCE_SECONDS is honoured', async (t) => {
@@ -102,14 +85,7 @@ t.test('several signature entries: a later valid one passes; only v1 entries cou
 
 t.test('rotation: the old plain secret and the new whsec_ secret both pass', async (t) => {
   const payload = body()
-  const ts = nowSeconds()
-  const oldKey = Buffer.from(oldPlainSecret, 'utf8')
-  const withOld = await deliver(running.endpoint, payload, {
-    'content-type': 'application/json',
-    'webhook-id': 'msg_old',
-    'webhook-timestamp': String(ts),
-    'webhook-signature': cryptoSignature(oldKey, 'msg_old', ts, payload),
-  })
+  const withOld = await deliver(running.endpoint, payload, signedBytesHeaders(payload, { id: 'msg_old', secret: oldPlainSecret }))
   t.equal(withOld.status, 200, 'old (plain, UTF-8 bytes) secret')
   const withNew = await deliver(running.endpoint, payload, signedHeaders(payload))
   t.equal(withNew.status, 200, 'new whsec_ secret')
@@ -117,13 +93,7 @@ t.test('rotation: the old plain secret and the new whsec_ secret both pass', asy
 
 t.test('a whsec_ secret used as raw bytes by the sender is 401 and the log says which form is expected', async (t) => {
   const payload = body()
-  const ts = nowSeconds()
-  await expectRejected(t, payload, {
-    'content-type': 'application/json',
-    'webhook-id': 'msg_raw',
-    'webhook-timestamp': String(ts),
-    'webhook-signature': cryptoSignature(Buffer.from(TEST_SECRET, 'utf8'), 'msg_raw', ts, payload),
-  }, 'whole whsec_ string used as the key')
+  await expectRejected(t, payload, signedBytesHeaders(payload, { id: 'msg_raw', key: Buffer.from(TEST_SECRET, 'utf8') }), 'whole whsec_ string used as the key')
   const line = running.logs.findLast((l) => l.msg === 'webhook signature rejected')
   t.equal(line?.reason, 'no_matching_signature')
   t.match(String(line?.hint), /whsec_<base64> is decoded/)

@@ -1,7 +1,7 @@
 import { sql } from 'drizzle-orm'
 import t from 'tap'
-import { completedDelivery, failedDelivery } from './fixtures.ts'
-import { count, createUser, deliver, freshDatabase, signedHeaders, startApp, testConfig } from './helper.ts'
+import { completedDelivery, failedDelivery } from '../scripts/deliveries.ts'
+import { count, createUser, deliver, freshDatabase, startApp, testConfig } from './helper.ts'
 
 const databaseUrl = await freshDatabase(t)
 const production = await startApp(t, testConfig(databaseUrl))
@@ -9,28 +9,30 @@ await createUser(production, 'oldest-user', '2020-01-01T00:00:00Z')
 await createUser(production, 'user_clerkid_123')
 
 interface DeadLetterRow { webhook_id: string, job_id: string, reason: string, payload: unknown }
+/** The owner of a job: every app here shares one database. */
+async function ownerOf (jobId: string): Promise<unknown> {
+  const [job] = await production.query(sql`SELECT user_id FROM book_jobs WHERE id = ${jobId}`)
+  return job?.user_id
+}
 const deadLettersOf = (jobId: string) => production.query<DeadLetterRow>(sql`
   SELECT webhook_id, job_id, reason, payload FROM webhook_dead_letters WHERE job_id = ${jobId}`)
 
 t.test('the payload user_id owns a new job and its book', async (t) => {
   const delivery = completedDelivery({ userId: 'user_clerkid_123', chapters: 1 })
   t.equal((await deliver(production.endpoint, delivery)).status, 200)
-  const [job] = await production.query(sql`SELECT user_id FROM book_jobs WHERE id = ${delivery.job_id}`)
-  t.equal(job?.user_id, 'user_clerkid_123')
+  t.equal(await ownerOf(delivery.job_id), 'user_clerkid_123')
 })
 
 t.test('an unknown user_id is 422 and the delivery is kept as a dead letter', async (t) => {
   const delivery = completedDelivery({ userId: 'ghost-user', chapters: 2 })
-  const body = JSON.stringify(delivery)
-  const headers = signedHeaders(body)
-  const answer = await deliver(production.endpoint, body, headers)
+  const answer = await deliver(production.endpoint, delivery)
   t.equal(answer.status, 422)
   t.equal(answer.body.error, 'unprocessable_delivery')
   t.match(String(answer.body.message), /ghost-user/)
   t.equal(await count(production, 'book_jobs', sql`id = ${delivery.job_id}`), 0, 'no job')
   t.equal(await count(production, 'books', sql`job_id = ${delivery.job_id}`), 0, 'no book')
   const [letter] = await deadLettersOf(delivery.job_id)
-  t.equal(letter?.webhook_id, headers['webhook-id'])
+  t.equal(letter?.webhook_id, answer.webhookId)
   t.match(letter?.reason, /ghost-user/)
   t.same(letter?.payload, delivery, 'the payload is stored as sent')
   t.notMatch(JSON.stringify(letter), /whsec_|v1,/, 'no secret or signature in the dead letter')
@@ -65,13 +67,11 @@ t.test('DEFAULT_USER_ID owns payloads without user_id; the payload user_id wins 
   const withDefault = await startApp(t, testConfig(databaseUrl, { defaultUserId: 'user_clerkid_123' }))
   const anonymous = completedDelivery({ chapters: 1 })
   t.equal((await deliver(withDefault.endpoint, anonymous)).status, 200)
-  const [job] = await withDefault.query(sql`SELECT user_id FROM book_jobs WHERE id = ${anonymous.job_id}`)
-  t.equal(job?.user_id, 'user_clerkid_123')
+  t.equal(await ownerOf(anonymous.job_id), 'user_clerkid_123')
 
   const explicit = completedDelivery({ chapters: 1, userId: 'oldest-user' })
   t.equal((await deliver(withDefault.endpoint, explicit)).status, 200)
-  const [owned] = await withDefault.query(sql`SELECT user_id FROM book_jobs WHERE id = ${explicit.job_id}`)
-  t.equal(owned?.user_id, 'oldest-user')
+  t.equal(await ownerOf(explicit.job_id), 'oldest-user')
 
   const missingDefault = await startApp(t, testConfig(databaseUrl, { defaultUserId: 'nobody-here' }))
   const answer = await deliver(missingDefault.endpoint, completedDelivery({ chapters: 1 }))
@@ -83,6 +83,5 @@ t.test('in development only, a payload without user falls back to the oldest use
   const development = await startApp(t, testConfig(databaseUrl, { environment: 'development' }))
   const delivery = completedDelivery({ chapters: 1 })
   t.equal((await deliver(development.endpoint, delivery)).status, 200)
-  const [job] = await development.query(sql`SELECT user_id FROM book_jobs WHERE id = ${delivery.job_id}`)
-  t.equal(job?.user_id, 'oldest-user')
+  t.equal(await ownerOf(delivery.job_id), 'oldest-user')
 })

@@ -1,5 +1,5 @@
 import t, { type Test } from 'tap'
-import { completedDelivery, failedDelivery } from './fixtures.ts'
+import { completedDelivery, failedDelivery } from '../scripts/deliveries.ts'
 import { createUser, deliver, freshDatabase, signedBytesHeaders, signedHeaders, snapshot, startApp, testConfig, type Answer } from './helper.ts'
 
 const databaseUrl = await freshDatabase(t)

@@ -11,7 +11,7 @@ export const WATCH_APPLICATION_NAME = 'book-completion-webhook:watch'
 const RECONNECT_DELAYS_MS = [500, 1_000, 2_000, 4_000, 8_000, 15_000, 30_000]
 const CONNECT_TIMEOUT_MS = 5_000
 
-export interface WatchOptions {
+interface WatchOptions {
   connectionString: string
   onEvent: (event: BookEvent) => void
   /** A notification on the channel that is not a book event (said, then skipped). */

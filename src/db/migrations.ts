@@ -5,7 +5,7 @@ import { migrate as migratePg } from 'drizzle-orm/node-postgres/migrator'
 import pg from 'pg'
 
 /** `migrations/` at the project root, from src/db (tsx) and dist/db (compiled) alike. */
-export const MIGRATIONS_FOLDER = fileURLToPath(new URL('../../migrations', import.meta.url))
+const MIGRATIONS_FOLDER = fileURLToPath(new URL('../../migrations', import.meta.url))
 
 /**
  * The advisory lock every migrator of this schema takes (any fixed bigint; advisory locks are per
@@ -14,7 +14,7 @@ export const MIGRATIONS_FOLDER = fileURLToPath(new URL('../../migrations', impor
  */
 export const MIGRATION_LOCK_KEY = 108_179_344_943_463
 
-export interface MigrateOptions {
+interface MigrateOptions {
   /** Told once when another migrator holds the lock and this one starts waiting for it. */
   onWait?: () => void
 }

@@ -25,8 +25,6 @@ export const bookJobs = pgTable('book_jobs', {
   createdAt: createdAt(),
   updatedAt: updatedAt(),
   completedAt: timestamp('completed_at', { withTimezone: true }),
-  /** `webhook-id` of the last delivery applied to this job. */
-  lastWebhookId: text('last_webhook_id'),
   /** `webhook-id`s of the deliveries applied to this job (the latest 64): a replay of any changes nothing. */
   appliedWebhookIds: text('applied_webhook_ids').array().notNull().default(sql`'{}'::text[]`),
 }, (table) => [index('book_jobs_user_id_idx').on(table.userId)])
@@ -72,9 +70,4 @@ export const webhookDeadLetters = pgTable('webhook_dead_letters', {
   replayedAt: timestamp('replayed_at', { withTimezone: true }),
 }, (table) => [index('webhook_dead_letters_job_id_idx').on(table.jobId)])
 
-export type User = typeof users.$inferSelect
-export type BookJob = typeof bookJobs.$inferSelect
 export type Book = typeof books.$inferSelect
-export type Chapter = typeof chapters.$inferSelect
-export type DeadLetter = typeof webhookDeadLetters.$inferSelect
-export type JobStatus = BookJob['status']

@@ -1,30 +1,9 @@
 import swaggerUi from '@fastify/swagger-ui'
 import fp from 'fastify-plugin'
+import { frontEndTestRequest } from '../front-end-test-request.ts'
 import { BOOK_COMPLETION_PATH } from '../routes/book-completion.ts'
-import type { Delivery } from '../webhooks/payload.ts'
 
 export const API_DOCS_PATH = '/docs'
-
-/** The front end's own test request (contract section 8), dated `now`, as its curl builds it. */
-function frontEndTestRequest (now = new Date()): Delivery {
-  const at = now.toISOString().replace(/\.\d{3}Z$/, '.000Z')
-  return {
-    job_id: `test-auto-create-${Math.floor(now.getTime() / 1000)}`,
-    status: 'completed',
-    timestamp: at,
-    environment: 'development',
-    book_data: {
-      book_title: 'Test Auto-Create Job',
-      topic: 'Test',
-      goal: 'Vérifier création auto',
-      outline: [],
-      chapters: [{ title: 'Chapitre 1', content: '# Chapitre 1\n\nTest', description: 'Test' }],
-      generated_at: at,
-      word_count: 100,
-      chapter_count: 1,
-    },
-  }
-}
 
 /**
  * The document as the page shows it (`/openapi.json` itself is untouched): requests go to the

@@ -9,7 +9,7 @@ declare module 'fastify' {
   }
 }
 
-export interface DatabasePluginOptions {
+interface DatabasePluginOptions {
   config: Config
   /** An already open database to share (several apps on one embedded database); its owner closes it. */
   shared?: DatabaseHandle | undefined

@@ -5,7 +5,7 @@ import { BOOK_COMPLETION_PATH } from '../routes/book-completion.ts'
 import { countPendingDeadLetters } from '../webhooks/dead-letters.ts'
 import { SIGNATURE_FAILURES, type SignatureFailure } from '../webhooks/signature.ts'
 
-export const METRICS_PATH = '/metrics'
+const METRICS_PATH = '/metrics'
 
 declare module 'fastify' {
   interface FastifyInstance {

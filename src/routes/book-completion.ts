@@ -23,7 +23,7 @@ export const DeliveryAcceptedSchema = Type.Object({
 })
 
 /** Documented here for OpenAPI; checked by the content-type parser on the raw bytes, before any schema. */
-export const SignatureHeadersSchema = Type.Object({
+const SignatureHeadersSchema = Type.Object({
   'webhook-id': Type.Optional(Type.String({ description: 'Unique id of this delivery; the same on every retry of it' })),
   'webhook-timestamp': Type.Optional(Type.String({ description: 'Unix seconds of this send (not of the event)' })),
   'webhook-signature': Type.Optional(Type.String({ description: 'Space-separated `v1,<base64 HMAC-SHA256>` entries' })),

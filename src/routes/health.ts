@@ -3,7 +3,7 @@ import { Type } from 'typebox'
 import { databaseUnavailable } from '../errors.ts'
 
 /** A readiness probe must answer quickly even when the database hangs. */
-export const READY_TIMEOUT_MS = 2_000
+const READY_TIMEOUT_MS = 2_000
 
 const StatusSchema = Type.Object({ status: Type.String() })
 

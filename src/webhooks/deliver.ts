@@ -95,11 +95,11 @@ async function resolveOwner (db: Statements, delivery: Delivery, context: Delive
 async function createJob (db: Statements, delivery: Delivery, ownerId: string, context: DeliveryContext): Promise<DeliveryResult | undefined> {
   const book = delivery.status === 'completed' ? delivery.book_data : undefined
   const insertJob = sql`
-    INSERT INTO book_jobs (id, user_id, job_type, status, input_data, error, completed_at, last_webhook_id, applied_webhook_ids)
+    INSERT INTO book_jobs (id, user_id, job_type, status, input_data, error, completed_at, applied_webhook_ids)
     SELECT ${delivery.job_id}, users.id, 'BOOK_GENERATION', ${book ? 'COMPLETED' : 'FAILED'}::job_status,
       ${JSON.stringify(book ? { title: book.book_title, topic: book.topic, goal: book.goal } : {})}::jsonb,
       ${book ? null : delivery.error ?? null}::text, ${book ? sql`now()` : sql`NULL`},
-      ${context.webhookId ?? null}::text, array_remove(ARRAY[${context.webhookId ?? null}::text], NULL)
+      array_remove(ARRAY[${context.webhookId ?? null}::text], NULL)
     FROM users WHERE users.id = ${ownerId}
     ON CONFLICT (id) DO NOTHING
     RETURNING id, user_id`
@@ -269,10 +269,9 @@ function chapterRows (jobId: string, book: BookData, log: Logger): SQL {
 /** How many applied webhook-ids a job remembers; a sender retries one delivery, not 64 others between. */
 const APPLIED_IDS_KEPT = 64
 
-/** SET items of an applied delivery: its id becomes the last one and joins the remembered ones. */
+/** The SET item of an applied delivery: its id joins the remembered ones (the latest last). */
 function recordApplied (webhookId: string | undefined): SQL {
   const id = webhookId ?? null
-  return sql`last_webhook_id = ${id}::text,
-        applied_webhook_ids = CASE WHEN ${id}::text IS NULL THEN applied_webhook_ids
+  return sql`applied_webhook_ids = CASE WHEN ${id}::text IS NULL THEN applied_webhook_ids
           ELSE (applied_webhook_ids || ${id}::text)[greatest(1, cardinality(applied_webhook_ids) - ${sql.raw(String(APPLIED_IDS_KEPT - 2))}):] END`
 }

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import fc from 'fast-check'
+import { completedDelivery, failedDelivery } from '../../scripts/deliveries.ts'
 import { FUZZ_USERS } from './valid-delivery.ts'
 
 /**
@@ -7,7 +8,7 @@ import { FUZZ_USERS } from './valid-delivery.ts'
  * Each delivery's text is unique (its tag), so a book mixing two deliveries' chapters shows.
  */
 
-export interface SentDelivery {
+interface SentDelivery {
   tag: string
   webhookId: string
   jobId: string
@@ -56,7 +57,7 @@ export function buildDeliveries ({ jobs, events }: { jobs: number, events: Event
     const tag = `${run}-d${index}`
     if (event.kind === 'failed') {
       const error = `failure ${tag}`
-      const body = JSON.stringify({ job_id: jobId, status: 'failed', timestamp: new Date().toISOString(), environment: 'production', user_id: FUZZ_USERS[0], error })
+      const body = JSON.stringify(failedDelivery(jobId, error, FUZZ_USERS[0]))
       sends.push({ tag, webhookId: `msg_${tag}`, jobId, status: 'failed', body, error })
       return
     }
@@ -67,13 +68,10 @@ export function buildDeliveries ({ jobs, events }: { jobs: number, events: Event
       description: `${tag} description ${i + 1}`,
     }))
     const title = `Livre ${tag}`
-    const body = JSON.stringify({
-      job_id: jobId,
-      status: 'completed',
-      timestamp: new Date().toISOString(),
-      environment: 'production',
-      user_id: FUZZ_USERS[0],
-      book_data: {
+    const body = JSON.stringify(completedDelivery({
+      jobId,
+      userId: FUZZ_USERS[0],
+      book: {
         book_title: title,
         topic: tag,
         goal: tag,
@@ -83,14 +81,15 @@ export function buildDeliveries ({ jobs, events }: { jobs: number, events: Event
         word_count: event.chapters * 7,
         chapter_count: event.chapters,
       },
-    })
+    }))
     sends.push({ tag, webhookId: `msg_${tag}`, jobId, status: 'completed', body, generatedAt, title, chapters })
   })
   return { jobIds, sends }
 }
 
 export interface StoredJob {
-  job: { status: string, error: string | null, last_webhook_id: string | null } | undefined
+  /** `last_applied_id`: the last of the job's applied webhook-ids. */
+  job: { status: string, error: string | null, last_applied_id: string | null } | undefined
   jobRows: number
   books: Array<{ id: string, title: string, generated_ms: number, chapter_count: number }>
   chapters: Array<{ position: number, title: string, content: string, description: string }>
@@ -99,7 +98,7 @@ export interface StoredJob {
 /**
  * The contract's rules for one job after all its deliveries: one job; if any completed delivery
  * was sent, the job is COMPLETED (never downgraded) with one book whose every field and chapter
- * is the last applied delivery's (the one named by last_webhook_id), which has the latest
+ * is the last applied delivery's (the last of the job's applied webhook-ids), which has the latest
  * generated_at; otherwise the job is FAILED with the last applied failure's error and no book.
  * Returns what is wrong, or undefined.
  */
@@ -107,8 +106,8 @@ export function violation (jobId: string, sends: SentDelivery[], stored: StoredJ
   const mine = sends.filter((sent) => sent.jobId === jobId)
   const byId = new Map(mine.map((sent) => [sent.webhookId, sent]))
   if (stored.jobRows !== 1 || !stored.job) return `${stored.jobRows} job rows`
-  const last = stored.job.last_webhook_id === null ? undefined : byId.get(stored.job.last_webhook_id)
-  if (!last) return `last_webhook_id ${stored.job.last_webhook_id} is none of the deliveries sent`
+  const last = stored.job.last_applied_id === null ? undefined : byId.get(stored.job.last_applied_id)
+  if (!last) return `the last applied webhook-id ${stored.job.last_applied_id} is none of the deliveries sent`
 
   const completed = mine.filter((sent) => sent.status === 'completed')
   if (completed.length === 0) {

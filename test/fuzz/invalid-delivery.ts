@@ -1,4 +1,5 @@
 import fc from 'fast-check'
+import { completedDelivery } from '../../scripts/deliveries.ts'
 import { anyText, FUZZ_USERS } from './valid-delivery.ts'
 
 /**
@@ -14,15 +15,12 @@ export interface InvalidCase {
 
 type Json = Record<string, unknown>
 
+/** A small valid delivery, the same bytes on every run (a seed replays exactly): every mutation starts from it. */
 function baseDelivery (jobId: string, status: 'completed' | 'failed', chapters: number): Json {
-  return {
-    job_id: jobId,
-    status,
-    timestamp: '2025-10-20T10:23:34.861Z',
-    environment: 'production',
-    user_id: FUZZ_USERS[0],
-    error: status === 'failed' ? 'generation failed' : null,
-    book_data: {
+  const delivery = completedDelivery({
+    jobId,
+    userId: FUZZ_USERS[0],
+    book: {
       book_title: 'Titre',
       topic: 'Sujet',
       goal: 'But',
@@ -32,7 +30,9 @@ function baseDelivery (jobId: string, status: 'completed' | 'failed', chapters: 
       word_count: 10,
       chapter_count: chapters,
     },
-  }
+  })
+  // A failed delivery keeps the book: a sender may send one, and it must be ignored.
+  return { ...delivery, status, timestamp: '2025-10-20T10:23:34.861Z', error: status === 'failed' ? 'generation failed' : null }
 }
 
 type FieldKind = 'id' | 'status' | 'date' | 'text' | 'title' | 'int' | 'array' | 'object' | 'user' | 'error'

@@ -1,15 +1,14 @@
 import { randomUUID } from 'node:crypto'
 import { sql } from 'drizzle-orm'
 import fc from 'fast-check'
-import { secretToKey } from '../../src/config.ts'
-import type { RunningApp } from '../helper.ts'
-import { deliverBytes, findLeak, type RawDelivery } from '../support/leaks.ts'
+import { deliver, signedBytesHeaders, type RunningApp } from '../helper.ts'
+import { findLeak } from '../support/leaks.ts'
 import { buildDeliveries, interleaving, violation, type StoredJob } from './interleavings.ts'
 import { invalidDelivery, type InvalidCase } from './invalid-delivery.ts'
 import { validDelivery, withUniqueJobId, type ValidCase } from './valid-delivery.ts'
 
 /** What the closing note reports. A "partial write" is any state that is neither all nor nothing of a delivery. */
-export interface FuzzFigures {
+interface FuzzFigures {
   cases: { valid: number, invalid: number, interleavings: number }
   requests: number
   statuses: Record<string, number>
@@ -59,7 +58,7 @@ export async function validProperty (running: RunningApp, runs: number, maxChapt
     const [before] = await rowsOf<{ jobs: number, books: number, dead: number }>(running, sql`
       SELECT (SELECT count(*)::int FROM book_jobs) AS jobs, (SELECT count(*)::int FROM books) AS books,
         (SELECT count(*)::int FROM webhook_dead_letters) AS dead`)
-    const answer = await deliverBytes(running.endpoint, JSON.stringify(delivery))
+    const answer = await deliver(running.endpoint, Buffer.from(JSON.stringify(delivery)))
     record(figures, answer)
     const problem = await storedExactly(running, generated, delivery, answer, before!)
     if (problem?.partial) figures.partialWrites++
@@ -134,7 +133,7 @@ function sameJson (a: unknown, b: unknown): boolean {
 }
 
 /** Row counts and a checksum of every row of every table: "the database is unchanged" is this equal. */
-export async function fingerprint (running: RunningApp): Promise<string> {
+async function fingerprint (running: RunningApp): Promise<string> {
   const [row] = await rowsOf<{ fingerprint: string }>(running, sql`
     SELECT concat_ws(' ',
       (SELECT count(*) FROM users), (SELECT count(*) FROM book_jobs), (SELECT count(*) FROM books),
@@ -148,18 +147,23 @@ export async function fingerprint (running: RunningApp): Promise<string> {
   return row!.fingerprint
 }
 
-function spoiled (invalid: InvalidCase): RawDelivery {
+/** The bytes sent and their headers, signed over the case's body with node:crypto, then spoiled as the case says. */
+function spoiled (invalid: InvalidCase): { body: Buffer, headers: Record<string, string> } {
+  const body = Buffer.from(invalid.body)
   switch (invalid.spoil) {
-    case 'stale_timestamp': return { at: Math.floor(Date.now() / 1000) - 3_600 }
-    case 'missing_signature': return { omitSignature: true }
-    case 'wrong_secret': return { key: secretToKey(`whsec_${Buffer.alloc(32, 7).toString('base64')}`) }
+    case 'stale_timestamp': return { body, headers: signedBytesHeaders(body, { at: new Date(Date.now() - 3_600_000) }) }
+    case 'missing_signature': {
+      const { 'webhook-signature': _signature, ...unsigned } = signedBytesHeaders(body)
+      return { body, headers: unsigned }
+    }
+    case 'wrong_secret': return { body, headers: signedBytesHeaders(body, { secret: `whsec_${Buffer.alloc(32, 7).toString('base64')}` }) }
     case 'flipped_body_byte': {
       // Signed, then one byte of the body changed in transit.
-      const sent = Buffer.from(invalid.body)
+      const sent = Buffer.from(body)
       sent[sent.length - 2] = sent[sent.length - 2]! ^ 0x01
-      return { sendInstead: sent }
+      return { body: sent, headers: signedBytesHeaders(body) }
     }
-    default: return {}
+    default: return { body, headers: signedBytesHeaders(body) }
   }
 }
 
@@ -169,7 +173,8 @@ export async function invalidProperty (running: RunningApp, jobIds: string[], ru
   await fc.assert(fc.asyncProperty(invalidDelivery(jobIds), async (invalid) => {
     figures.cases.invalid++
     figures.invalidKinds[invalid.kind] = (figures.invalidKinds[invalid.kind] ?? 0) + 1
-    const answer = await deliverBytes(running.endpoint, invalid.body, spoiled(invalid))
+    const { body, headers } = spoiled(invalid)
+    const answer = await deliver(running.endpoint, body, headers)
     record(figures, answer)
     const now = await fingerprint(running)
     const changed = now !== baseline
@@ -191,7 +196,7 @@ export async function interleavingProperty (running: RunningApp, runs: number, f
   await fc.assert(fc.asyncProperty(interleaving, async (generated) => {
     figures.cases.interleavings++
     const { jobIds, sends } = buildDeliveries(generated)
-    const answers = await Promise.all(sends.map((sent) => deliverBytes(running.endpoint, sent.body, { id: sent.webhookId })))
+    const answers = await Promise.all(sends.map((sent) => deliver(running.endpoint, sent.body, signedBytesHeaders(sent.body, { id: sent.webhookId }))))
     answers.forEach((answer) => record(figures, answer))
     const refused = answers.find((answer) => answer.status !== 200)
     if (refused) throw new Error(`a delivery was answered ${refused.status}: ${refused.text.slice(0, 200)}`)
@@ -207,7 +212,7 @@ export async function interleavingProperty (running: RunningApp, runs: number, f
 
 async function storedJob (running: RunningApp, jobId: string): Promise<StoredJob> {
   const jobs = await rowsOf<StoredJob['job'] & object>(running, sql`
-    SELECT status::text AS status, error, last_webhook_id FROM book_jobs WHERE id = ${jobId}`)
+    SELECT status::text AS status, error, applied_webhook_ids[cardinality(applied_webhook_ids)] AS last_applied_id FROM book_jobs WHERE id = ${jobId}`)
   const books = await rowsOf<StoredJob['books'][number]>(running, sql`
     SELECT id, title, (extract(epoch FROM generated_at) * 1000)::float8 AS generated_ms, chapter_count FROM books WHERE job_id = ${jobId}`)
   const chapters = await rowsOf<StoredJob['chapters'][number]>(running, sql`

@@ -1,4 +1,5 @@
 import fc from 'fast-check'
+import type { CompletedDelivery } from '../../src/webhooks/payload.ts'
 
 /**
  * Arbitrary valid deliveries: text from every Unicode plane (no NUL, no lone surrogate), Markdown,
@@ -42,7 +43,7 @@ const KNOWN_KEYS = new Set([
 ])
 
 /** Unknown fields (ignored by the service); never keys the JSON parser refuses as prototype poisoning. */
-export const extraFields = fc.dictionary(
+const extraFields = fc.dictionary(
   anyText(12, 1).filter((key) => !KNOWN_KEYS.has(key)),
   fc.jsonValue({ maxDepth: 3, stringUnit: 'binary' }),
   { maxKeys: 3 }
@@ -51,7 +52,7 @@ export const extraFields = fc.dictionary(
 const maybeExtra = fc.option(extraFields, { nil: undefined, freq: 3 })
 
 /** An ISO 8601 date-time in one of the accepted forms, with the instant it means. */
-export const dateTime = fc.record({
+const dateTime = fc.record({
   at: fc.date({ min: new Date('1971-01-01T00:00:00Z'), max: new Date('2100-01-01T00:00:00Z'), noInvalidDate: true }),
   form: fc.constantFrom('z', 'offset', 'naive', 'space'),
   offsetMinutes: fc.integer({ min: -12 * 60, max: 14 * 60 }).map((m) => m - (m % 15)),
@@ -74,25 +75,13 @@ const outlineItem = fc.record({ title: anyText(100), description: fc.option(anyT
   .map(({ extra, description, ...fields }) => ({ ...extra, ...fields, ...(description === undefined ? {} : { description }) }))
 
 export interface ValidCase {
-  delivery: Record<string, unknown> & {
-    job_id: string
-    user_id?: string
-    book_data: {
-      book_title: string
-      topic: string
-      goal: string
-      outline: unknown[]
-      chapters: Array<{ title: string, content: string, description: string }>
-      generated_at: string
-      word_count: number
-      chapter_count: number
-    }
-  }
+  /** A completed delivery with unknown fields at every level, which the service ignores. */
+  delivery: CompletedDelivery & Record<string, unknown>
   generatedAtInstant: number
   expectedUser: string
 }
 
-export interface ValidOptions { maxChapters: number }
+interface ValidOptions { maxChapters: number }
 
 /** A valid `completed` delivery. The caller makes job_id unique (a suffix) so cases stay independent. */
 export function validDelivery ({ maxChapters }: ValidOptions = { maxChapters: 200 }): fc.Arbitrary<ValidCase> {
@@ -123,7 +112,7 @@ export function validDelivery ({ maxChapters }: ValidOptions = { maxChapters: 20
     const delivery = {
       ...c.topExtra,
       job_id: c.jobIdPrefix,
-      status: 'completed',
+      status: 'completed' as const,
       timestamp: c.timestamp.text,
       environment: c.environment,
       ...(c.user === undefined ? {} : { user_id: c.user }),

@@ -1,14 +1,12 @@
-import { execFile } from 'node:child_process'
 import { mkdir, mkdtemp, rm, symlink } from 'node:fs/promises'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
+import { runProcess } from './process.ts'
 
-const execFileAsync = promisify(execFile)
 export const ROOT = new URL('../..', import.meta.url).pathname
 
 export interface CliResult { code: number, stdout: string, stderr: string }
 
-export interface CompiledService {
+interface CompiledService {
   /** The project-like directory: `dist/` compiled from src, `migrations/` beside it. */
   dir: string
   /** Runs `node dist/<entry> …args` to completion, as an operator would (exit code, stdout, stderr). */
@@ -27,20 +25,17 @@ export async function compileService (t: { teardown: (fn: () => unknown) => void
   t.teardown(() => rm(dir, { recursive: true, force: true }))
   await symlink(join(ROOT, 'migrations'), join(dir, 'migrations'))
   await symlink(join(ROOT, 'package.json'), join(dir, 'package.json'))
-  await execFileAsync(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', join(ROOT, 'tsconfig.build.json'), '--outDir', join(dir, 'dist')])
+  const tsc = await runProcess(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', join(ROOT, 'tsconfig.build.json'), '--outDir', join(dir, 'dist')])
+  if (tsc.code !== 0) throw new Error(`tsc failed:\n${tsc.stdout}${tsc.stderr}`)
   return {
     dir,
     run: (entry, args, env) => runNode(join(dir, 'dist', entry), args, env),
   }
 }
 
-export async function runNode (script: string, args: string[], env: NodeJS.ProcessEnv): Promise<CliResult> {
-  try {
-    // tap's process tracking rides on NODE_OPTIONS; an operator's shell has none.
-    const { stdout, stderr } = await execFileAsync(process.execPath, [script, ...args], { env: { ...env, NODE_OPTIONS: '' }, timeout: 30_000 })
-    return { code: 0, stdout, stderr }
-  } catch (err) {
-    const failed = err as { code?: number | string, stdout?: string, stderr?: string }
-    return { code: typeof failed.code === 'number' ? failed.code : -1, stdout: failed.stdout ?? '', stderr: failed.stderr ?? '' }
-  }
+/** `node <script> …args` to its end, as an operator runs it: exit code (-1 for a signal or the 30 s timeout), stdout, stderr. */
+async function runNode (script: string, args: string[], env: NodeJS.ProcessEnv): Promise<CliResult> {
+  // tap's process tracking rides on NODE_OPTIONS; an operator's shell has none.
+  const run = await runProcess(process.execPath, [script, ...args], { env: { ...env, NODE_OPTIONS: '' }, timeoutMs: 30_000 })
+  return { code: run.code ?? -1, stdout: run.stdout, stderr: run.stderr }
 }

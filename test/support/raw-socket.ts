@@ -1,7 +1,7 @@
 import { connect, type Socket } from 'node:net'
 
 /** A hand-driven HTTP/1.1 connection: for what a normal client cannot send (slow, oversized, endless). */
-export interface RawConnection {
+interface RawConnection {
   socket: Socket
   /** Everything the server sent so far. */
   received: () => string

@@ -4,6 +4,10 @@
 # About 10 minutes on 2 cores. Check that the machine is quiet first: figures taken under other
 # load are inflated (each line records the load average).
 set -euo pipefail
+if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then
+  echo "usage: npm run bench:all [FILE]   (appends each run's JSON line to FILE, default bench-results.jsonl)"
+  exit 0
+fi
 cd "$(dirname "$0")/.."
 out=$(realpath -m "${1:-bench-results.jsonl}")
 npm run --silent build

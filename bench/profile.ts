@@ -6,7 +6,7 @@ interface ProfileNode {
 }
 interface CpuProfile { nodes: ProfileNode[], samples: number[], timeDeltas: number[] }
 
-export interface SelfTime { name: string, where: string, ms: number, share: number }
+interface SelfTime { name: string, where: string, ms: number, share: number }
 
 /** Top self-time functions of a V8 `.cpuprofile` (node --cpu-prof), idle time left out. */
 export function topSelfTime (file: string, limit = 15): { busyMs: number, top: SelfTime[] } {

@@ -8,11 +8,29 @@ import { createHmac, randomBytes } from 'node:crypto'
 import { parseArgs } from 'node:util'
 import { findUnstorableText, mayHoldUnstorableText } from '../src/webhooks/payload.ts'
 import { countWords } from '../src/webhooks/word-count.ts'
-import { deliveryBody, makeBook, SIZES, type SizeName } from './bench/book.ts'
+import { bookOfSize, completedDelivery } from '../scripts/deliveries.ts'
+import { BENCH_USER_ID } from './database.ts'
+import { exitOnBadOption, SIZES, type SizeName } from './options.ts'
 
-const { values: args } = parseArgs({ options: { size: { type: 'string', default: '94k' } } })
-const size = SIZES[args.size as SizeName]
-const body = Buffer.from(deliveryBody(makeBook(size.chapters, size.bodyBytes), 'job-1'))
+const USAGE = `npm run bench:body -- [--size ${Object.keys(SIZES).join('|')}]   (default 94k)`
+
+function readSize (): SizeName {
+  let values
+  try {
+    ({ values } = parseArgs({ options: { size: { type: 'string', default: '94k' }, help: { type: 'boolean', short: 'h', default: false } } }))
+  } catch (err) {
+    return exitOnBadOption((err as Error).message, USAGE)
+  }
+  if (values.help) {
+    process.stdout.write(`${USAGE}\n`)
+    process.exit(0)
+  }
+  if (!Object.hasOwn(SIZES, values.size)) return exitOnBadOption(`--size: one of ${Object.keys(SIZES).join(', ')} (got ${JSON.stringify(values.size)})`, USAGE)
+  return values.size as SizeName
+}
+
+const size = SIZES[readSize()]
+const body = Buffer.from(JSON.stringify(completedDelivery({ jobId: 'job-1', userId: BENCH_USER_ID, book: bookOfSize(size.chapters, size.bodyBytes) })))
 const text = body.toString()
 const parsed = JSON.parse(text) as { book_data: { chapters: Array<{ content: string }> } }
 const contents = parsed.book_data.chapters.map((chapter) => chapter.content)

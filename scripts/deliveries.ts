@@ -1,25 +1,81 @@
 import { randomUUID } from 'node:crypto'
+import type { BookData, CompletedDelivery, Delivery } from '../src/webhooks/payload.ts'
 import { countWords } from '../src/webhooks/word-count.ts'
 
-/** What `npm run send -- --sample` and `--test` build: a delivery as the Python backend sends it. */
-export interface Delivery {
-  job_id: string
-  status: 'completed' | 'failed'
-  timestamp: string
-  environment: string
-  user_id?: string
-  error?: string | null
-  book_data?: {
-    book_title: string
-    topic: string
-    goal: string
-    outline: Array<{ title: string, description: string }>
-    chapters: Array<{ title: string, content: string, description: string }>
-    generated_at: string
-    word_count: number
-    chapter_count: number
+/**
+ * The deliveries this project builds, as the Python backend sends them, typed by the payload
+ * schema: the tests' books, `npm run send`'s sample and test request, the benchmark's books of a
+ * given size. The front end's test request (contract section 8) is the one the API page offers.
+ */
+export { frontEndTestRequest } from '../src/front-end-test-request.ts'
+
+/** A chapter of the contract's French book: accents, Markdown, an emoji. */
+function frenchChapter (n: number, paragraphs = 3): BookData['chapters'][number] {
+  const body = Array.from({ length: paragraphs }, (_, i) =>
+    `Paragraphe ${i + 1} : préparez-vous à l'entretien d'embauche — « soyez ponctuel », souriez 😊 et **écoutez** attentivement.`)
+  return {
+    title: `Chapitre ${n}: Préparation n°${n}`,
+    content: `# Chapitre ${n}\n\n## Les bases\n\n${body.join('\n\n')}\n\n- point clé\n- réussite 🎯\n`,
+    description: `Comment se préparer (partie ${n})`,
   }
-  [extra: string]: unknown
+}
+
+interface BookOptions {
+  jobId?: string
+  userId?: string
+  /** Of the French book: how many chapters (default 10), paragraphs per chapter (3), its generated_at (now). */
+  chapters?: number
+  paragraphs?: number
+  generatedAt?: string
+  /** The whole `book_data` instead of the French book. */
+  book?: BookData
+}
+
+/**
+ * A `completed` delivery like the Python sender's: by default the contract's French book, whose
+ * `word_count` is the sender's round 15000, not the count of its chapters.
+ */
+export function completedDelivery (options: BookOptions = {}): CompletedDelivery {
+  const now = new Date().toISOString()
+  return {
+    job_id: options.jobId ?? randomUUID(),
+    status: 'completed',
+    timestamp: now,
+    environment: 'production',
+    ...(options.userId ? { user_id: options.userId } : {}),
+    error: null,
+    book_data: options.book ?? frenchBook(options.chapters ?? 10, options.paragraphs, options.generatedAt ?? now),
+  }
+}
+
+function frenchBook (chapterCount: number, paragraphs: number | undefined, generatedAt: string): BookData {
+  return interviewBook(Array.from({ length: chapterCount }, (_, i) => frenchChapter(i + 1, paragraphs)), generatedAt, 15000)
+}
+
+/** The contract's book (a job-interview guide) around these chapters. */
+function interviewBook (chapters: BookData['chapters'], generatedAt: string, wordCount: number): BookData {
+  return {
+    book_title: '150 techniques pour réussir son entretien d\'embauche',
+    topic: 'Entretien d\'embauche',
+    goal: 'Aider les candidats à réussir leurs entretiens',
+    outline: chapters.map((chapter) => ({ title: chapter.title, description: chapter.description })),
+    chapters,
+    generated_at: generatedAt,
+    word_count: wordCount,
+    chapter_count: chapters.length,
+  }
+}
+
+/** A `failed` delivery: the job's error, no book. */
+export function failedDelivery (jobId: string, error = 'LLM quota exceeded', userId?: string): Delivery {
+  return {
+    job_id: jobId,
+    status: 'failed',
+    timestamp: new Date().toISOString(),
+    environment: 'production',
+    ...(userId ? { user_id: userId } : {}),
+    error,
+  }
 }
 
 interface SampleChapter { title: string, description: string, sections: Array<[heading: string, text: string]> }
@@ -93,8 +149,8 @@ function chapterMarkdown (chapter: SampleChapter, number: number): string {
   return `# ${chapter.title.replace(/^Chapitre \d+ : /, `Chapitre ${number} — `)}\n\n${sections.join('\n\n')}\n`
 }
 
-/** A realistic French book (five chapters, Markdown, accents, guillemets, emoji); its figures are exact. */
-export function sampleDelivery (now = new Date()): Delivery {
+/** `npm run send -- --sample`: a realistic French book (five chapters, Markdown, accents, guillemets, emoji); its figures are exact. */
+export function sampleDelivery (now = new Date()): CompletedDelivery {
   const at = now.toISOString()
   const chapters = CHAPTERS.map((chapter, i) => ({
     title: chapter.title,
@@ -120,23 +176,27 @@ export function sampleDelivery (now = new Date()): Delivery {
   }
 }
 
-/** The front end's own test request (contract section 8): no user_id, one chapter. */
-export function frontEndTestDelivery (now = new Date()): Delivery {
-  const at = `${now.toISOString().slice(0, 19)}.000Z`
-  return {
-    job_id: `test-auto-create-${Math.floor(now.getTime() / 1000)}`,
-    status: 'completed',
-    timestamp: at,
-    environment: 'development',
-    book_data: {
-      book_title: 'Test Auto-Create Job',
-      topic: 'Test',
-      goal: 'Vérifier création auto',
-      outline: [],
-      chapters: [{ title: 'Chapitre 1', content: '# Chapitre 1\n\nTest', description: 'Test' }],
-      generated_at: at,
-      word_count: 100,
-      chapter_count: 1,
-    },
-  }
+// French prose with accents, an emoji and Markdown, like the contract's book. No ':' is followed
+// by a letter: pgbench would read ":word" as a variable in the benchmark's floor script.
+const BENCH_PARAGRAPH = 'Préparez-vous à l\'entretien d\'embauche — « soyez ponctuel », souriez 😊 et **écoutez** ' +
+  'attentivement la question avant de répondre. Un candidat qui reformule montre qu\'il a compris ; ' +
+  'il gagne aussi quelques secondes pour structurer sa réponse en trois points clairs.'
+
+/**
+ * The benchmark's book: `chapterCount` chapters of even size, the whole delivery's body close to
+ * `bodyBytes`; its `word_count` is exact (the service's count).
+ */
+export function bookOfSize (chapterCount: number, bodyBytes: number): BookData {
+  const perChapter = Math.max(200, Math.floor(bodyBytes / chapterCount) - 150)
+  const chapters = Array.from({ length: chapterCount }, (_, i) => {
+    const n = i + 1
+    let content = `# Chapitre ${n}\n\n## Les bases\n\n`
+    let paragraph = 1
+    while (Buffer.byteLength(content) + Buffer.byteLength(BENCH_PARAGRAPH) + 20 < perChapter) {
+      content += `${paragraph++}. ${BENCH_PARAGRAPH}\n\n`
+    }
+    content += '- point clé\n- réussite 🎯\n'
+    return { title: `Chapitre ${n} - Préparation n°${n}`, content, description: `Comment se préparer (partie ${n})` }
+  })
+  return interviewBook(chapters, '2025-10-20T10:23:34.861Z', chapters.reduce((sum, chapter) => sum + countWords(chapter.content), 0))
 }

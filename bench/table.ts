@@ -1,11 +1,34 @@
 /**
- * Renders the JSON lines of `npm run bench` (bench-all.sh collects them) as the Markdown tables
+ * Renders the JSON lines of `npm run bench` (bench/all.sh collects them) as the Markdown tables
  * of docs/PERFORMANCE.md, so no figure is copied by hand.
  */
 import { readFileSync } from 'node:fs'
+import { exitOnBadOption } from './options.ts'
 
+const USAGE = 'npm run bench:table -- [FILE]   (the JSON lines of npm run bench:all; default bench-results.jsonl)'
+if (process.argv[2] === '--help' || process.argv[2] === '-h') {
+  process.stdout.write(`${USAGE}\n`)
+  process.exit(0)
+}
 const file = process.argv[2] ?? 'bench-results.jsonl'
-const runs = readFileSync(file, 'utf8').split('\n').filter(Boolean).map((line) => JSON.parse(line) as Record<string, unknown>)
+
+function readRuns (): Array<Record<string, unknown>> {
+  let text
+  try {
+    text = readFileSync(file, 'utf8')
+  } catch (err) {
+    return exitOnBadOption(`cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, USAGE)
+  }
+  return text.split('\n').filter(Boolean).map((line, i) => {
+    try {
+      return JSON.parse(line) as Record<string, unknown>
+    } catch {
+      return exitOnBadOption(`${file}:${i + 1} is not a JSON line of npm run bench`, USAGE)
+    }
+  })
+}
+
+const runs = readRuns()
 
 interface Floor { protocol: string, tps: number, backendsCpuMsPerTx: number, ratio: number, postgresCpuVsFloor: number }
 

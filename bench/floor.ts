@@ -1,34 +1,36 @@
-import { spawn } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { BENCH_USER_ID, type BenchBook } from './book.ts'
-import { adminQuery } from './database.ts'
+import type { BookData } from '../src/webhooks/payload.ts'
+import { countWords } from '../src/webhooks/word-count.ts'
+import { runProcess } from '../test/support/process.ts'
+import { adminQuery } from '../test/support/postgres.ts'
+import { BENCH_USER_ID } from './database.ts'
 import { backendsGone, DatabaseBackendsCpu, postgresServerCpuMs } from './proc.ts'
 
 const literal = (text: string) => `'${text.replaceAll('\'', '\'\'')}'`
 
 /**
  * A pgbench script that writes what one `create` delivery writes, with the same texts: the job
- * (COMPLETED, input_data, last_webhook_id, applied_webhook_ids), the book, its chapters with their word counts, in one
+ * (COMPLETED, input_data, applied_webhook_ids), the book, its chapters with their word counts, in one
  * transaction of two statements. What the service adds on top (the row lock, the upserts, the
  * delete of surplus positions) is its own cost, not the database's floor.
  */
-export function floorScript (book: BenchBook): string {
-  const inputData = JSON.stringify({ title: book.title, topic: book.topic, goal: book.goal })
+function floorScript (book: BookData): string {
+  const inputData = JSON.stringify({ title: book.book_title, topic: book.topic, goal: book.goal })
   const chapters = book.chapters.map((chapter, i) =>
-    `(${i + 1}, ${literal(chapter.title)}, ${literal(chapter.description)}, ${literal(chapter.content)}, ${chapter.words})`)
+    `(${i + 1}, ${literal(chapter.title)}, ${literal(chapter.description)}, ${literal(chapter.content)}, ${countWords(chapter.content)})`)
   const script = [
     'BEGIN;',
-    'INSERT INTO book_jobs (id, user_id, job_type, status, input_data, error, completed_at, last_webhook_id, applied_webhook_ids)',
+    'INSERT INTO book_jobs (id, user_id, job_type, status, input_data, error, completed_at, applied_webhook_ids)',
     `VALUES ('floor-' || nextval('bench_floor_job'), ${literal(BENCH_USER_ID)}, 'BOOK_GENERATION', 'COMPLETED',`,
-    `  CAST(${literal(inputData)} AS jsonb), NULL, now(), 'msg_floor', ARRAY['msg_floor'])`,
+    `  CAST(${literal(inputData)} AS jsonb), NULL, now(), ARRAY['msg_floor'])`,
     // A number, not the text id: in simple mode pgbench pastes variables in unquoted.
     'RETURNING substr(id, 7) AS job_num \\gset',
     'WITH book AS (',
     '  INSERT INTO books (job_id, user_id, title, topic, goal, outline, word_count, chapter_count, generated_at)',
-    `  VALUES ('floor-' || CAST(:job_num AS bigint), ${literal(BENCH_USER_ID)}, ${literal(book.title)}, ${literal(book.topic)}, ${literal(book.goal)},`,
-    `    CAST(${literal(JSON.stringify(book.outline))} AS jsonb), ${book.chapters.reduce((sum, c) => sum + c.words, 0)},`,
-    `    ${book.chapters.length}, CAST(${literal(book.generatedAt)} AS timestamptz))`,
+    `  VALUES ('floor-' || CAST(:job_num AS bigint), ${literal(BENCH_USER_ID)}, ${literal(book.book_title)}, ${literal(book.topic)}, ${literal(book.goal)},`,
+    `    CAST(${literal(JSON.stringify(book.outline))} AS jsonb), ${book.word_count},`,
+    `    ${book.chapters.length}, CAST(${literal(book.generated_at)} AS timestamptz))`,
     '  RETURNING id)',
     'INSERT INTO chapters (book_id, position, title, description, content, word_count)',
     'SELECT book.id, v.position, v.title, v.description, v.content, v.word_count',
@@ -52,7 +54,7 @@ export interface FloorResult {
 }
 
 export async function runFloor (options: {
-  book: BenchBook
+  book: BookData
   databaseUrl: string
   database: string
   postmasterPid: number
@@ -74,14 +76,9 @@ export async function runFloor (options: {
   const backends = new DatabaseBackendsCpu(options.postmasterPid, options.database)
   const serverBefore = postgresServerCpuMs(options.postmasterPid)
   backends.start()
-  const output = await new Promise<string>((resolve, reject) => {
-    const child = spawn('pgbench', args, { stdio: ['ignore', 'pipe', 'pipe'] })
-    let text = ''
-    child.stdout.on('data', (chunk) => { text += chunk })
-    child.stderr.on('data', (chunk) => { text += chunk })
-    child.once('error', reject)
-    child.once('close', (code) => code === 0 ? resolve(text) : reject(new Error(`pgbench exited with ${code}:\n${text.slice(-2000)}`)))
-  })
+  const pgbench = await runProcess('pgbench', args)
+  const output = pgbench.stdout + pgbench.stderr
+  if (pgbench.code !== 0) throw new Error(`pgbench exited with ${pgbench.code}:\n${output.slice(-2000)}`)
   await backendsGone(options.postmasterPid, options.database)
   const backendsMs = backends.stop()
   const serverMs = postgresServerCpuMs(options.postmasterPid) - serverBefore

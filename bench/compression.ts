@@ -6,11 +6,20 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { makeBook } from './bench/book.ts'
-import { adminQuery, createBenchDatabase } from './bench/database.ts'
-import { runFloor } from './bench/floor.ts'
+import { bookOfSize } from '../scripts/deliveries.ts'
+import { adminQuery } from '../test/support/postgres.ts'
+import { createBenchDatabase } from './database.ts'
+import { runFloor } from './floor.ts'
+import { exitOnBadOption } from './options.ts'
 
-const book = makeBook(10, 94_000)
+const USAGE = 'npm run bench:compression   (no options; about 30 s of pgbench)'
+if (process.argv[2] === '--help' || process.argv[2] === '-h') {
+  process.stdout.write(`${USAGE}\n`)
+  process.exit(0)
+}
+if (process.argv.length > 2) exitOnBadOption(`unexpected ${JSON.stringify(process.argv[2])}`, USAGE)
+
+const book = bookOfSize(10, 94_000)
 const workDir = mkdtempSync(join(tmpdir(), 'bcw-compression-'))
 try {
   for (const method of ['pglz', 'lz4', 'pglz', 'lz4']) {

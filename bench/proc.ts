@@ -5,7 +5,7 @@ import { readdirSync, readFileSync } from 'node:fs'
  * `cutime`/`cstime` the children it has waited for (Postgres backends that exited are reaped by
  * the postmaster, so their time ends up there).
  */
-export interface ProcStat {
+interface ProcStat {
   pid: number
   ppid: number
   cpuMs: number
@@ -14,7 +14,7 @@ export interface ProcStat {
 
 const TICKS_PER_SECOND = 100 // getconf CLK_TCK on Linux x86_64
 
-export function readProcStat (pid: number): ProcStat | undefined {
+function readProcStat (pid: number): ProcStat | undefined {
   let text: string
   try {
     text = readFileSync(`/proc/${pid}/stat`, 'utf8')

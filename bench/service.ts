@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { openSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { request } from 'undici'
+import { freePort } from '../test/support/free-port.ts'
 
 export interface RunningService {
   pid: number
@@ -11,23 +11,12 @@ export interface RunningService {
   stop: () => Promise<void>
 }
 
-export interface ServiceOptions {
+interface ServiceOptions {
   /** `node dist/server.js` (production build) or `npx tsx src/server.ts`. */
   command: string[]
   env: Record<string, string>
   logFile: string
   cwd: string
-}
-
-/** A free loopback port (never 3001, which is kept for the demo). */
-export function freePort (): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer()
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address()
-      server.close(() => typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port')))
-    })
-  })
 }
 
 /** Starts the service as its own process and waits until it answers /health. */

@@ -1,0 +1,1 @@
+ALTER TABLE "book_jobs" DROP COLUMN "last_webhook_id";

@@ -37,6 +37,9 @@ export async function buildApp (config: Config, options: AppOptions = {}) {
     // One line per delivery is written by the route itself.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: config.bodyLimitBytes,
+    // Opening the embedded database (PGlite: initdb and migrations) can take longer than
+    // Fastify's 10 s default on a busy machine; a server database opens at once.
+    pluginTimeout: 60_000,
     // Fastify disables Node's request timeout by default: a client trickling a body would hold its
     // socket and buffer forever. Node enforces it every connectionsCheckingInterval (default 30 s).
     requestTimeout: config.requestTimeoutMs,

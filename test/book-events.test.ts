@@ -125,7 +125,7 @@ t.test('a replayed dead letter that creates the book is announced once; replayin
   const [letter] = await running.query<{ id: number }>(sql`SELECT id::int AS id FROM webhook_dead_letters WHERE job_id = ${late.job_id}`)
   await createUser(running, 'late-reader')
   const reader = await listen(t, databaseUrl!)
-  const context = { defaultUserId: undefined, fallbackToOldestUser: false, log: running.app.log, bookEvents: running.app.bookEvents }
+  const context = { defaultUserId: undefined, fallbackToOldestUser: false, log: running.app.log }
   t.match(await replayDeadLetter(running.app.db, letter!.id, context), { outcome: 'book_created' })
   t.match(await replayDeadLetter(running.app.db, letter!.id, context), { outcome: 'already_replayed' })
   const events = await reader.settle()

@@ -1,5 +1,4 @@
 import type { DatabaseHandle, Statements } from '../db/client.ts'
-import { bookEventPublisher } from '../events/book-events.ts'
 import { listDeadLetters, replayDeadLetter, type ReplayContext, type ReplayResult } from '../webhooks/dead-letters.ts'
 import { commandLogger, openCommandDatabase, parseCommandLine, positiveInteger, runCommand, say, UsageError } from './common.ts'
 
@@ -86,14 +85,12 @@ async function replay (db: DatabaseHandle, target: number | 'all', options: { dr
     fallbackToOldestUser: false,
     log: commandLogger(),
   }
-  // Readers hear of what a replay changed; a dry run rolls back and notifies no one.
-  const bookEvents = bookEventPublisher(db)
   const ids = target === 'all'
     ? (await listDeadLetters(db, { pendingOnly: true })).map((letter) => letter.id)
     : [target]
   let replayed = 0
   for (const id of ids) {
-    const result = options.dryRun ? await replayRolledBack(db, id, context) : await replayDeadLetter(db, id, { ...context, bookEvents })
+    const result = options.dryRun ? await replayRolledBack(db, id, context) : await replayDeadLetter(db, id, context)
     if (!NOT_REPLAYED.has(result.outcome)) replayed++
     if (options.json) say(JSON.stringify({ ...result, dryRun: options.dryRun }))
     else say(`${result.id}\t${result.jobId ?? ''}\t${result.outcome}${result.reason ? `\t${result.reason}` : ''}`)

@@ -1,13 +1,11 @@
 import { createHash } from 'node:crypto'
-import { PGlite, type Transaction as PGliteTransaction } from '@electric-sql/pglite'
+import type { Transaction as PGliteTransaction } from '@electric-sql/pglite'
 import type { SQLWrapper } from 'drizzle-orm'
 import { PgDialect } from 'drizzle-orm/pg-core'
-import { drizzle as drizzlePglite } from 'drizzle-orm/pglite'
 import { drizzle as drizzlePg } from 'drizzle-orm/node-postgres'
 import pg from 'pg'
 import type { FastifyBaseLogger as Logger } from 'fastify'
 import { classifyDatabaseError } from '../errors.ts'
-import { migrateEmbedded } from './migrations.ts'
 import * as schema from './schema.ts'
 
 /**
@@ -16,6 +14,8 @@ import * as schema from './schema.ts'
  * VALUES lists, RETURNING xmax) are `sql`, which the builder cannot express.
  */
 export interface Statements {
+  /** `postgres`: a server other processes connect to; `embedded`: PGlite, this process only. */
+  kind: 'postgres' | 'embedded'
   /** Runs one statement and returns its rows as Postgres names their columns. */
   rows: <T = Record<string, unknown>>(statement: SQLWrapper) => Promise<T[]>
   /** Runs `work` in a transaction (in a savepoint when already in one); commits when it resolves. */
@@ -31,8 +31,6 @@ export interface Transaction extends Statements {
 }
 
 export interface DatabaseHandle extends Statements {
-  /** `postgres`: a server other processes connect to; `embedded`: PGlite, this process only. */
-  kind: 'postgres' | 'embedded'
   ping: () => Promise<void>
   /** Current pool figures, for metrics. */
   poolStats: () => { total: number, idle: number, waiting: number }
@@ -108,15 +106,16 @@ interface Connection {
 }
 
 /** A transaction on one connection; `transaction` inside it is a savepoint. */
-function transactionOn (connection: Connection, depth: number, commitWithoutFlush: () => void): Transaction {
+function transactionOn (kind: Statements['kind'], connection: Connection, depth: number, commitWithoutFlush: () => void): Transaction {
   return {
+    kind,
     rows: connection.run,
     commitWithoutFlush,
     transaction: async (work) => {
       const savepoint = `bcw_savepoint_${depth}`
       await connection.exec(`SAVEPOINT ${savepoint}`)
       try {
-        const result = await work(transactionOn(connection, depth + 1, () => {}))
+        const result = await work(transactionOn(kind, connection, depth + 1, () => {}))
         await connection.exec(`RELEASE SAVEPOINT ${savepoint}`)
         return result
       } catch (err) {
@@ -182,7 +181,7 @@ function openPostgres (connectionString: string, options: DatabaseOptions, timeo
     await client.query('BEGIN')
     try {
       let flush = true
-      const result = await work(transactionOn(connection(client), 1, () => { flush = false }))
+      const result = await work(transactionOn('postgres', connection(client), 1, () => { flush = false }))
       await client.query(flush ? 'COMMIT' : 'SET LOCAL synchronous_commit = off; COMMIT')
       return result
     } catch (err) {
@@ -203,6 +202,10 @@ function openPostgres (connectionString: string, options: DatabaseOptions, timeo
 }
 
 async function openEmbedded (dataDir: string, log: Logger): Promise<DatabaseHandle> {
+  // Loaded only here: production and the operator commands never pay for the embedded database.
+  const [{ PGlite }, { drizzle: drizzlePglite }, { migrateEmbedded }] = await Promise.all([
+    import('@electric-sql/pglite'), import('drizzle-orm/pglite'), import('./migrations.ts'),
+  ])
   const client = await PGlite.create(dataDir)
   await migrateEmbedded(drizzlePglite(client))
 
@@ -218,7 +221,7 @@ async function openEmbedded (dataDir: string, log: Logger): Promise<DatabaseHand
     rows: connection(client).run,
     // One process holds the embedded database and no other waits on its fsync: commitWithoutFlush
     // changes nothing here.
-    transaction: (work) => client.transaction((tx) => work(transactionOn(connection(tx), 1, () => {}))),
+    transaction: (work) => client.transaction((tx) => work(transactionOn('embedded', connection(tx), 1, () => {}))),
     ping: async () => { await client.query('SELECT 1') },
     poolStats: () => ({ total: 1, idle: 1, waiting: 0 }),
     close: () => client.close(),

@@ -1,6 +1,5 @@
 import { fileURLToPath } from 'node:url'
 import type { PgliteDatabase } from 'drizzle-orm/pglite'
-import { migrate as migratePglite } from 'drizzle-orm/pglite/migrator'
 import { drizzle as drizzlePg } from 'drizzle-orm/node-postgres'
 import { migrate as migratePg } from 'drizzle-orm/node-postgres/migrator'
 import pg from 'pg'
@@ -46,5 +45,6 @@ export async function migratePostgres (connectionString: string, options: Migrat
 }
 
 export async function migrateEmbedded (db: PgliteDatabase<Record<string, unknown>>): Promise<void> {
+  const { migrate: migratePglite } = await import('drizzle-orm/pglite/migrator')
   await migratePglite(db, { migrationsFolder: MIGRATIONS_FOLDER })
 }

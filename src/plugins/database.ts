@@ -1,14 +1,11 @@
 import fp from 'fastify-plugin'
 import type { Config } from '../config.ts'
 import { openDatabase, type DatabaseHandle } from '../db/client.ts'
-import { bookEventPublisher, type BookEventPublisher } from '../events/book-events.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
     /** The database: it owns how statements are sent (named or not, which driver). */
     db: DatabaseHandle
-    /** Notifies readers of committed changes (contract section 5). */
-    bookEvents: BookEventPublisher
   }
 }
 
@@ -18,7 +15,7 @@ interface DatabasePluginOptions {
   shared?: DatabaseHandle | undefined
 }
 
-/** Opens the database once, decorates it as `db` (and its readers' notifications as `bookEvents`), closes it when the app closes. */
+/** Opens the database once, decorates it as `db`, closes it when the app closes. */
 export default fp<DatabasePluginOptions>(async (app, { config, shared }) => {
   const handle = shared ?? await openDatabase({
     databaseUrl: config.databaseUrl,
@@ -26,7 +23,6 @@ export default fp<DatabasePluginOptions>(async (app, { config, shared }) => {
     preparedStatements: config.preparedStatements,
   }, app.log)
   app.decorate('db', handle)
-  app.decorate('bookEvents', bookEventPublisher(handle))
   if (!shared) {
     app.addHook('onClose', async () => {
       await handle.close()

@@ -4,7 +4,6 @@ import type { FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
 import type { Config } from '../config.ts'
 import { HttpError } from '../errors.ts'
-import { bookEventFor } from '../events/book-events.ts'
 import loadSheddingPlugin from '../plugins/load-shedding.ts'
 import { applyDelivery, type DeliveryOutcome } from '../webhooks/deliver.ts'
 import { checkJsonStructure } from '../webhooks/json-structure.ts'
@@ -124,8 +123,6 @@ const bookCompletionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = asyn
       fallbackToOldestUser: development,
       log: request.log,
     })
-    const event = bookEventFor(result, webhookId)
-    if (event) await app.bookEvents.publish(event, request.log)
     request.deliveryOutcome = result.outcome
     const processingTimeMs = Math.round(reply.elapsedTime * 100) / 100
     request.log.info({

@@ -2,7 +2,6 @@ import { eq, sql } from 'drizzle-orm'
 import { queryBuilder, type Statements } from '../db/client.ts'
 import { webhookDeadLetters } from '../db/schema.ts'
 import { PayloadError } from '../errors.ts'
-import { bookEventFor, type BookEvent, type BookEventPublisher } from '../events/book-events.ts'
 import { applyDelivery, type DeliveryContext, type DeliveryOutcome } from './deliver.ts'
 import { validateDelivery, type Delivery } from './payload.ts'
 
@@ -34,10 +33,7 @@ export interface ReplayResult {
   reason?: string
 }
 
-export type ReplayContext = Omit<DeliveryContext, 'webhookId'> & {
-  /** Notifies readers of what a replay changed, after its commit; none for a dry run that rolls back. */
-  bookEvents?: BookEventPublisher
-}
+export type ReplayContext = Omit<DeliveryContext, 'webhookId'>
 
 interface LetterRow { id: number, webhook_id: string | null, job_id: string | null, payload: unknown, replayed_at: string | null }
 
@@ -67,8 +63,7 @@ class StillUnapplicable extends Error {}
  * webhook-id is reused: a later retry of the same delivery by the sender is then a duplicate.
  */
 export async function replayDeadLetter (db: Statements, id: number, context: ReplayContext): Promise<ReplayResult> {
-  let event: BookEvent | undefined
-  const replayed = await db.transaction(async (tx): Promise<ReplayResult> => {
+  return db.transaction(async (tx): Promise<ReplayResult> => {
     const [letter] = await tx.rows<LetterRow>(sql`
       SELECT id::int AS id, webhook_id, job_id, payload, replayed_at::text AS replayed_at
       FROM webhook_dead_letters WHERE id = ${id} FOR UPDATE`)
@@ -95,11 +90,8 @@ export async function replayDeadLetter (db: Statements, id: number, context: Rep
       throw err
     }
     await tx.rows(queryBuilder.update(webhookDeadLetters).set({ replayedAt: sql`now()` }).where(eq(webhookDeadLetters.id, id)))
-    event = bookEventFor(applied, letter.webhook_id ?? undefined)
     return { id, jobId: letter.job_id, outcome: applied.outcome as ReplayResult['outcome'] }
   })
-  if (event && context.bookEvents) await context.bookEvents.publish(event, context.log)
-  return replayed
 }
 
 /** Every pending dead letter, oldest first, each in its own transaction. */

@@ -1,6 +1,8 @@
+import { randomUUID } from 'node:crypto'
 import { sql, type SQL } from 'drizzle-orm'
 import type { FastifyBaseLogger as Logger } from 'fastify'
 import { queryBuilder, type Statements, type Transaction } from '../db/client.ts'
+import { logOnEmbedded, notification, type BookEvent } from '../events/book-events.ts'
 import { webhookDeadLetters } from '../db/schema.ts'
 import { toTimestamptz, type BookData, type CompletedDelivery, type Delivery } from './payload.ts'
 import { countWords } from './word-count.ts'
@@ -45,7 +47,8 @@ interface LockedJob { user_id: string, status: string, /** This webhook-id was a
  * statement, committed on its own: no other delivery can have written to a job that did not
  * exist. Otherwise, in one transaction, the job's row lock is taken first (statement 1) and the
  * writes follow in a later statement with a fresh snapshot, so concurrent deliveries of one job,
- * in one process or several, serialize on that row.
+ * in one process or several, serialize on that row. Whatever changes the tables notifies readers
+ * in the same transaction (contract section 5): they hear of it when it commits.
  */
 export async function applyDelivery (db: Statements, delivery: Delivery, context: DeliveryContext): Promise<DeliveryResult> {
   const ownerId = await resolveOwner(db, delivery, context)
@@ -102,16 +105,22 @@ async function createJob (db: Statements, delivery: Delivery, ownerId: string, c
     RETURNING id, user_id`
 
   if (!book) {
-    const [job] = await db.rows<{ id: string }>(insertJob)
-    return job && { outcome: 'job_failed', jobId: delivery.job_id, ownerId, bookId: null, created: true, chaptersCreated: 0, wordCount: null }
+    const failed: DeliveryResult = { outcome: 'job_failed', jobId: delivery.job_id, ownerId, bookId: null, created: true, chaptersCreated: 0, wordCount: null }
+    const event = bookEvent(failed, context)
+    const [job] = await db.rows<{ id: string }>(sql`WITH job AS (${insertJob}) SELECT id, ${notification(event, context.log)} FROM job`)
+    if (!job) return undefined
+    logOnEmbedded(db, event, context.log)
+    return failed
   }
 
+  const created: DeliveryResult = { outcome: 'book_created', jobId: delivery.job_id, ownerId, bookId: randomUUID(), created: true, chaptersCreated: book.chapters.length, wordCount: book.word_count }
+  const event = bookEvent(created, context)
   const chapters = chapterRows(delivery.job_id, book, context.log)
   const [written] = await db.rows<{ id: string }>(sql`
     WITH job AS (${insertJob}),
     book AS (
-      INSERT INTO books (job_id, user_id, title, topic, goal, outline, word_count, chapter_count, generated_at)
-      SELECT job.id, job.user_id, ${book.book_title}, ${book.topic}, ${book.goal}, ${JSON.stringify(book.outline)}::jsonb,
+      INSERT INTO books (id, job_id, user_id, title, topic, goal, outline, word_count, chapter_count, generated_at)
+      SELECT ${created.bookId}, job.id, job.user_id, ${book.book_title}, ${book.topic}, ${book.goal}, ${JSON.stringify(book.outline)}::jsonb,
         ${book.word_count}::int, ${book.chapter_count}::int, ${toTimestamptz(book.generated_at)}::timestamptz
       FROM job
       RETURNING id
@@ -122,8 +131,10 @@ async function createJob (db: Statements, delivery: Delivery, ownerId: string, c
       SELECT book.id, incoming.position, incoming.title, incoming.description, incoming.content, incoming.word_count
       FROM book CROSS JOIN incoming
     )
-    SELECT id FROM book`)
-  return written && { outcome: 'book_created', jobId: delivery.job_id, ownerId, bookId: written.id, created: true, chaptersCreated: book.chapters.length, wordCount: book.word_count }
+    SELECT id, ${notification(event, context.log)} FROM book`)
+  if (!written) return undefined
+  logOnEmbedded(db, event, context.log)
+  return created
 }
 
 /** 4.2 for a job that exists: its row lock, held until the transaction ends. */
@@ -170,7 +181,7 @@ async function writeBook (tx: Transaction, delivery: CompletedDelivery, ownerId:
     SELECT id, inserted FROM book`)
 
   if (!written) return unchanged(tx, 'stale_ignored', delivery.job_id, ownerId)
-  return {
+  return notified(tx, {
     outcome: written.inserted ? 'book_created' : 'book_updated',
     jobId: delivery.job_id,
     ownerId,
@@ -178,7 +189,7 @@ async function writeBook (tx: Transaction, delivery: CompletedDelivery, ownerId:
     created: written.inserted,
     chaptersCreated: book.chapters.length,
     wordCount: book.word_count,
-  }
+  }, context)
 }
 
 /** 4.3 `failed` on a locked job that is not COMPLETED. */
@@ -187,7 +198,27 @@ async function recordFailure (tx: Transaction, delivery: Delivery, ownerId: stri
     UPDATE book_jobs SET status = 'FAILED', error = ${delivery.error ?? null}, updated_at = now(), ${recordApplied(context.webhookId)}
     WHERE id = ${delivery.job_id}`)
   const stored = await storedBook(tx, delivery.job_id)
-  return { outcome: 'job_failed', jobId: delivery.job_id, ownerId, bookId: stored?.id ?? null, created: false, chaptersCreated: stored?.chapters ?? 0, wordCount: stored?.word_count ?? null }
+  return notified(tx, { outcome: 'job_failed', jobId: delivery.job_id, ownerId, bookId: stored?.id ?? null, created: false, chaptersCreated: stored?.chapters ?? 0, wordCount: stored?.word_count ?? null }, context)
+}
+
+/** What readers hear of a change (contract section 5). */
+function bookEvent (result: DeliveryResult, context: DeliveryContext): BookEvent {
+  return {
+    event: result.outcome as BookEvent['event'],
+    job_id: result.jobId,
+    book_id: result.bookId,
+    user_id: result.ownerId!,
+    chapter_count: result.chaptersCreated,
+    webhook_id: context.webhookId ?? null,
+  }
+}
+
+/** Notifies readers of a change already written in this transaction, then returns it. */
+async function notified (tx: Transaction, result: DeliveryResult, context: DeliveryContext): Promise<DeliveryResult> {
+  const event = bookEvent(result, context)
+  await tx.rows(sql`SELECT ${notification(event, context.log)}`)
+  logOnEmbedded(tx, event, context.log)
+  return result
 }
 
 /** A delivery that changes nothing is answered with the stored book's figures. */

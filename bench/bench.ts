@@ -355,7 +355,7 @@ async function main (): Promise<number> {
     options = parseOptions(process.argv.slice(2))
   } catch (err) {
     if (!(err instanceof UsageError)) throw err
-    return exitOnBadOption(err.message, 'npm run bench -- [options]; npm run bench -- --help lists them')
+    return exitOnBadOption(err.message, 'npm run bench -- --help')
   }
   if (!options) {
     process.stdout.write(`${HELP}\n`)

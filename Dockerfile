@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 
 # Node 24, the Active LTS line (supported until 2028-04-30). Node 20 reached its end of life on
-# 2026-04-30; 22 only gets maintenance fixes until 2027-04-30 (README, "The image").
+# 2026-04-30; 22 only gets maintenance fixes until 2027-04-30 (docs/OPERATIONS.md, "The Node.js line").
 # Build stage: compile TypeScript with the dev dependencies.
 FROM node:24-bookworm-slim AS build
 WORKDIR /app

@@ -8,17 +8,17 @@ import { randomBytes, randomUUID } from 'node:crypto'
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import pg from 'pg'
 import type { BookData } from '../src/webhooks/payload.ts'
 import { bookOfSize, completedDelivery } from '../scripts/deliveries.ts'
 import { BENCH_USER_ID, createBenchDatabase, type BenchDatabase } from './database.ts'
 import { runFloor, type FloorResult } from './floor.ts'
 import { drive, presign, type LoadResult } from './load.ts'
 import { exitOnBadOption, HELP, parseOptions, UsageError, type BenchOptions } from './options.ts'
-import { startPgbouncer, type RunningPgbouncer } from '../test/support/pgbouncer.ts'
 import { DatabaseBackendsCpu, peakRssMb, postgresServerCpuMs, processCpuMs } from './proc.ts'
 import { topSelfTime } from './profile.ts'
 import { startService, type RunningService } from './service.ts'
+import { startPgbouncer, type RunningPgbouncer } from '../test/support/pgbouncer.ts'
+import { adminQuery } from '../test/support/postgres.ts'
 
 /** Pre-signed deliveries are kept in memory; beyond this budget the run stops early instead. */
 const PRESIGN_BUDGET_BYTES = 1_500_000_000
@@ -135,10 +135,7 @@ interface Integrity { ok: boolean, books: number, chapters: number, detail: stri
  * stops are applied but not acknowledged to the load generator).
  */
 async function checkIntegrity (databaseUrl: string, chapterCount: number, acknowledged: Set<string>, sent: number): Promise<Integrity> {
-  const client = new pg.Client({ connectionString: databaseUrl })
-  await client.connect()
-  try {
-    const { rows: [row] } = await client.query<{ books: number, chapters: number, completed: number, acknowledged: number, bad: number }>(`
+  const [row] = await adminQuery<{ books: number, chapters: number, completed: number, acknowledged: number, bad: number }>(`
       SELECT (SELECT count(*)::int FROM books WHERE job_id NOT LIKE 'floor-%') AS books,
              (SELECT count(*)::int FROM chapters c JOIN books b ON b.id = c.book_id WHERE b.job_id NOT LIKE 'floor-%') AS chapters,
              (SELECT count(*)::int FROM book_jobs WHERE status = 'COMPLETED' AND id NOT LIKE 'floor-%') AS completed,
@@ -146,17 +143,14 @@ async function checkIntegrity (databaseUrl: string, chapterCount: number, acknow
              (SELECT count(*)::int FROM (
                 SELECT b.id FROM books b LEFT JOIN chapters c ON c.book_id = b.id
                 GROUP BY b.id HAVING count(c.id) <> $1 OR min(c.position) <> 1 OR max(c.position) <> $1) AS wrong) AS bad`,
-    [chapterCount, [...acknowledged]])
-    const { books, chapters, completed, bad } = row!
-    const problems: string[] = []
-    if (bad > 0) problems.push(`${bad} book(s) without exactly positions 1..${chapterCount}`)
-    if (completed !== books) problems.push(`${completed} completed jobs for ${books} books`)
-    if (row!.acknowledged !== acknowledged.size) problems.push(`${row!.acknowledged} books for ${acknowledged.size} acknowledged jobs`)
-    if (books > sent) problems.push(`${books} books for ${sent} jobs sent`)
-    return { ok: problems.length === 0, books, chapters, detail: problems.join('; ') || 'one book per acknowledged job, its chapters once' }
-  } finally {
-    await client.end()
-  }
+  databaseUrl, [chapterCount, [...acknowledged]])
+  const { books, chapters, completed, bad } = row!
+  const problems: string[] = []
+  if (bad > 0) problems.push(`${bad} book(s) without exactly positions 1..${chapterCount}`)
+  if (completed !== books) problems.push(`${completed} completed jobs for ${books} books`)
+  if (row!.acknowledged !== acknowledged.size) problems.push(`${row!.acknowledged} books for ${acknowledged.size} acknowledged jobs`)
+  if (books > sent) problems.push(`${books} books for ${sent} jobs sent`)
+  return { ok: problems.length === 0, books, chapters, detail: problems.join('; ') || 'one book per acknowledged job, its chapters once' }
 }
 
 /** The newest `.cpuprofile` the service wrote, as its top self time. */
@@ -355,7 +349,7 @@ async function main (): Promise<number> {
     options = parseOptions(process.argv.slice(2))
   } catch (err) {
     if (!(err instanceof UsageError)) throw err
-    return exitOnBadOption(err.message, 'npm run bench -- [options]; npm run bench -- --help lists them')
+    return exitOnBadOption(err.message, 'npm run bench -- --help')
   }
   if (!options) {
     process.stdout.write(`${HELP}\n`)

@@ -12,7 +12,7 @@ import { bookOfSize, completedDelivery } from '../scripts/deliveries.ts'
 import { BENCH_USER_ID } from './database.ts'
 import { exitOnBadOption, SIZES, type SizeName } from './options.ts'
 
-const USAGE = `npm run bench:body -- [--size ${Object.keys(SIZES).join('|')}]   (default 94k)`
+const USAGE = `npm run bench:body -- [--size ${Object.keys(SIZES).join('|')}], 94k by default`
 
 function readSize (): SizeName {
   let values

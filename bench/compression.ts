@@ -12,7 +12,7 @@ import { createBenchDatabase } from './database.ts'
 import { runFloor } from './floor.ts'
 import { exitOnBadOption } from './options.ts'
 
-const USAGE = 'npm run bench:compression   (no options; about 30 s of pgbench)'
+const USAGE = 'npm run bench:compression, no options: about 30 s of pgbench'
 if (process.argv[2] === '--help' || process.argv[2] === '-h') {
   process.stdout.write(`${USAGE}\n`)
   process.exit(0)

@@ -66,9 +66,9 @@ export interface BenchOptions {
 /** A bad option: `npm run bench` prints its message as one line and exits 2. */
 export class UsageError extends Error {}
 
-/** What every bench script does with a bad option: one line on stderr, where to look, exit 2. */
+/** What every bench script does with a bad option: one line on stderr, with where to look, and exit 2. */
 export function exitOnBadOption (message: string, usage: string): never {
-  process.stderr.write(`error: ${message}\nusage: ${usage}\n`)
+  process.stderr.write(`error: ${message} (usage: ${usage})\n`)
   process.exit(2)
 }
 

@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs'
 import { exitOnBadOption } from './options.ts'
 
-const USAGE = 'npm run bench:table -- [FILE]   (the JSON lines of npm run bench:all; default bench-results.jsonl)'
+const USAGE = 'npm run bench:table -- [FILE], the JSON lines of npm run bench:all, bench-results.jsonl by default'
 if (process.argv[2] === '--help' || process.argv[2] === '-h') {
   process.stdout.write(`${USAGE}\n`)
   process.exit(0)

@@ -24,7 +24,7 @@ const USAGE = `Usage: npm run send -- [options]
 Sends a book-completion delivery to a running service and prints the answer.
 
 Payload (one of; default --test):
-  --test               the front end's own test request (contract section 8; no user_id)
+  --test               the front end's own test request (docs/API.md; no user_id)
   --sample             a realistic French book (5 chapters, Markdown, accents, emoji)
   --file PATH          a JSON payload from a file (sent byte for byte unless an option below changes it)
 Changes to the payload:

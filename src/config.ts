@@ -34,9 +34,9 @@ type Env = Static<typeof EnvSchema>
 export const MIN_SECRET_BYTES = 24
 
 /**
- * When the process counts as short of memory or lagging (under-pressure; README "Load shedding"
- * has the measurement behind each figure). The event loop delay is under-pressure's own: the mean
- * delay over a sample interval, less its 10 ms resolution.
+ * When the process counts as short of memory or lagging (under-pressure; the measurement behind
+ * each figure is in docs/PERFORMANCE.md, "Load shedding thresholds"). The event loop delay is
+ * under-pressure's own: the mean delay over a sample interval, less its 10 ms resolution.
  */
 const PRESSURE_LIMITS = {
   maxEventLoopDelayMs: 150,

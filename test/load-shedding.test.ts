@@ -189,7 +189,7 @@ if (await requiresPostgres(t, 'a flood of 9 MB uploads against a server process'
     // can take longer, so the bound is on the median, and no stall of several seconds.
     const figures = `p50 ${percentile(0.5)} ms, p99 ${percentile(0.99)} ms, max ${percentile(1)} ms`
     t.ok(percentile(0.5) < 500 && percentile(1) < 5_000, `/health stays fast: ${figures}`)
-    // Without the in-flight budget the same flood peaked at 1,168 MiB here (README, "Load shedding").
+    // Without the in-flight budget the same flood peaked at 1,168 MiB here (docs/PERFORMANCE.md, "Load shedding thresholds").
     t.ok(peakRssMiB < 700, `peak RSS of the server ${peakRssMiB} MiB`)
     t.comment(`flood figures: ${JSON.stringify({ answers: byStatus, floodMs, peakRssMiB, health: { probes: health.length, p50: percentile(0.5), p99: percentile(0.99), max: percentile(1) } })}`)
 

@@ -37,7 +37,7 @@ export interface DatabaseHandle extends Statements {
   close: () => Promise<void>
 }
 
-export interface DatabaseOptions {
+interface DatabaseOptions {
   databaseUrl?: string | undefined
   dataDir: string
   /** Named (server-side) prepared statements; off behind PgBouncer < 1.21 in transaction mode. */
@@ -50,7 +50,7 @@ export interface DatabaseOptions {
 /** The user the embedded development database starts with (contract section 4.1). */
 export const DEV_USER_ID = 'dev-user'
 
-export const DB_TIMEOUTS_MS = {
+const DB_TIMEOUTS_MS = {
   connect: 3_000,
   statement: 15_000,
   idleInTransaction: 15_000,

@@ -21,7 +21,6 @@ export const BookEventSchema = Type.Object({
 })
 
 export type BookEvent = Static<typeof BookEventSchema>
-export type BookEventName = BookEvent['event']
 
 /** Postgres refuses a notification payload of 8,000 bytes or more. */
 export const MAX_NOTIFICATION_BYTES = 7_999

@@ -10,7 +10,7 @@ import { validateDelivery, type Delivery } from './payload.ts'
  * (the route's own code path) once whatever was missing (usually the user) exists.
  */
 
-export interface DeadLetterSummary {
+interface DeadLetterSummary {
   id: number
   webhookId: string | null
   jobId: string | null
@@ -19,7 +19,7 @@ export interface DeadLetterSummary {
   replayedAt: string | null
 }
 
-export type ReplayOutcome =
+type ReplayOutcome =
   | Exclude<DeliveryOutcome, 'dead_lettered'> // applied (or found already applied): marked replayed
   | 'already_replayed' // replayed before: nothing done
   | 'not_found'
@@ -92,15 +92,6 @@ export async function replayDeadLetter (db: Statements, id: number, context: Rep
     await tx.rows(queryBuilder.update(webhookDeadLetters).set({ replayedAt: sql`now()` }).where(eq(webhookDeadLetters.id, id)))
     return { id, jobId: letter.job_id, outcome: applied.outcome as ReplayResult['outcome'] }
   })
-}
-
-/** Every pending dead letter, oldest first, each in its own transaction. */
-export async function replayAllDeadLetters (db: Statements, context: ReplayContext): Promise<ReplayResult[]> {
-  const results: ReplayResult[] = []
-  for (const letter of await listDeadLetters(db, { pendingOnly: true })) {
-    results.push(await replayDeadLetter(db, letter.id, context))
-  }
-  return results
 }
 
 /** Dead letters not replayed yet (the metrics' gauge). */

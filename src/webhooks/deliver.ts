@@ -16,7 +16,7 @@ export type DeliveryOutcome =
   | 'duplicate_ignored' // a webhook-id already applied to the job (a retry or a replay): nothing changed
   | 'dead_lettered' // no user to own a new job: kept in webhook_dead_letters, answered 422
 
-export interface DeliveryResult {
+interface DeliveryResult {
   outcome: DeliveryOutcome
   jobId: string
   /** The job's owner; null for a dead letter (no job). */

@@ -19,18 +19,18 @@ const ISO_DATE_TIME = '^\\d{4}-\\d{2}-\\d{2}[Tt ]\\d{2}:\\d{2}(:\\d{2}(\\.\\d{1,
 const DateTimeString = Type.String({ pattern: ISO_DATE_TIME, description: 'ISO 8601 date-time' })
 const Count = Type.Integer({ minimum: 0, maximum: LIMITS.int32 })
 
-export const ChapterSchema = Type.Object({
+const ChapterSchema = Type.Object({
   title: Type.String({ maxLength: LIMITS.titleLength }),
   content: Type.String(),
   description: Type.String({ maxLength: LIMITS.textLength }),
 })
 
-export const OutlineItemSchema = Type.Object({
+const OutlineItemSchema = Type.Object({
   title: Type.String({ maxLength: LIMITS.titleLength }),
   description: Type.Optional(Type.String({ maxLength: LIMITS.textLength })),
 })
 
-export const BookDataSchema = Type.Object({
+const BookDataSchema = Type.Object({
   book_title: Type.String({ minLength: 1, maxLength: LIMITS.titleLength }),
   topic: Type.String({ maxLength: LIMITS.textLength }),
   goal: Type.String({ maxLength: LIMITS.textLength }),

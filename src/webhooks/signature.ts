@@ -5,7 +5,7 @@ import { createHmac, timingSafeEqual } from 'node:crypto'
  * No framework here: the route hands in the headers, the bytes and the clock.
  */
 
-export const SIGNATURE_HEADERS = ['webhook-id', 'webhook-timestamp', 'webhook-signature'] as const
+const SIGNATURE_HEADERS = ['webhook-id', 'webhook-timestamp', 'webhook-signature'] as const
 
 /** Why a request fails verification (the 401 log line's `reason`, and a label of the metrics). */
 export const SIGNATURE_FAILURES = [
@@ -24,7 +24,7 @@ export class SignatureError extends Error {
   }
 }
 
-export interface VerifyOptions {
+interface VerifyOptions {
   keys: readonly Buffer[]
   toleranceSeconds: number
   nowSeconds: number

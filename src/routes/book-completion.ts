@@ -5,7 +5,7 @@ import { Type } from 'typebox'
 import type { Config } from '../config.ts'
 import { HttpError } from '../errors.ts'
 import loadSheddingPlugin from '../plugins/load-shedding.ts'
-import { applyDelivery, type DeliveryOutcome } from '../webhooks/deliver.ts'
+import { applyDelivery, RecentJobs, type DeliveryOutcome } from '../webhooks/deliver.ts'
 import { checkJsonStructure } from '../webhooks/json-structure.ts'
 import { DeliverySchema, validateDelivery } from '../webhooks/payload.ts'
 import { hasSignatureHeaders, SignatureError, verifySignature } from '../webhooks/signature.ts'
@@ -49,6 +49,7 @@ declare module 'fastify' {
  */
 const bookCompletionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, { config }) => {
   const development = config.environment === 'development'
+  const recentJobs = new RecentJobs()
   await app.register(loadSheddingPlugin, { config })
 
   app.decorateRequest('signatureVerified', false)
@@ -121,6 +122,7 @@ const bookCompletionRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = asyn
       webhookId,
       defaultUserId: config.defaultUserId,
       fallbackToOldestUser: development,
+      recentJobs,
       log: request.log,
     })
     request.deliveryOutcome = result.outcome

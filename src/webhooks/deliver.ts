@@ -37,7 +37,26 @@ export interface DeliveryContext {
   defaultUserId: string | undefined
   /** Development only: a payload without a user falls back to the oldest user (contract 4.1). */
   fallbackToOldestUser: boolean
+  /** Jobs this process has seen lately: their retries skip the statement that creates a job. */
+  recentJobs?: RecentJobs
   log: Logger
+}
+
+/**
+ * The job ids of the latest deliveries, a hint only: the one statement that creates a new job
+ * sends the whole book, and for a job that exists (a sender's retry, a re-delivery) it writes
+ * nothing and the book is sent again in the transaction that follows. Correctness never depends
+ * on it: a job missing from here takes that first statement, which then changes nothing.
+ */
+export class RecentJobs {
+  readonly #ids = new Set<string>()
+  constructor (readonly capacity = 4096) {}
+  has (jobId: string): boolean { return this.#ids.has(jobId) }
+  add (jobId: string): void {
+    this.#ids.delete(jobId)
+    this.#ids.add(jobId)
+    if (this.#ids.size > this.capacity) this.#ids.delete(this.#ids.values().next().value!)
+  }
 }
 
 interface LockedJob { user_id: string, status: string, /** This webhook-id was applied to the job before. */ replayed: boolean }
@@ -52,15 +71,20 @@ interface LockedJob { user_id: string, status: string, /** This webhook-id was a
  */
 export async function applyDelivery (db: Statements, delivery: Delivery, context: DeliveryContext): Promise<DeliveryResult> {
   const ownerId = await resolveOwner(db, delivery, context)
-  const created = ownerId === undefined ? undefined : await createJob(db, delivery, ownerId, context)
+  // Counted once, for whichever statement writes them.
+  const chapters = delivery.status === 'completed' && delivery.book_data ? chapterRows(delivery.job_id, delivery.book_data, context.log) : undefined
+  const seenBefore = context.recentJobs?.has(delivery.job_id) ?? false
+  context.recentJobs?.add(delivery.job_id)
+  const created = ownerId === undefined || seenBefore ? undefined : await createJob(db, delivery, ownerId, chapters, context)
   if (created) return created
 
   return db.transaction(async (tx) => {
     let job = await lockJob(tx, delivery.job_id, context.webhookId)
     if (!job) {
-      // No job yet, and the statement above created none: its owner is not in `users`, or a
-      // concurrent delivery of the job was inserting it and has since committed or rolled back.
-      const createdNow = ownerId === undefined ? undefined : await createJob(tx, delivery, ownerId, context)
+      // No job yet, and none was created above: its owner is not in `users`, a concurrent
+      // delivery of the job was inserting it and has since committed or rolled back, or this
+      // process saw the job id lately in a delivery that did not create it.
+      const createdNow = ownerId === undefined ? undefined : await createJob(tx, delivery, ownerId, chapters, context)
       if (createdNow) return createdNow
       job = await lockJob(tx, delivery.job_id, context.webhookId)
       if (!job) return deadLetter(tx, delivery, ownerId, context)
@@ -73,7 +97,7 @@ export async function applyDelivery (db: Statements, delivery: Delivery, context
         'payload user_id differs from the job owner; the book stays with the job owner')
     }
 
-    if (delivery.status === 'completed') return writeBook(tx, delivery as CompletedDelivery, job.user_id, context)
+    if (chapters) return writeBook(tx, delivery as CompletedDelivery, job.user_id, chapters, context)
     if (job.status === 'COMPLETED') return unchanged(tx, 'failure_ignored', delivery.job_id, job.user_id)
     return recordFailure(tx, delivery, job.user_id, context)
   })
@@ -92,8 +116,8 @@ async function resolveOwner (db: Statements, delivery: Delivery, context: Delive
  * and chapters, in one statement. Returns undefined, having written nothing, when the job exists
  * (ON CONFLICT waits for a concurrent inserter's commit) or its owner is not in `users`.
  */
-async function createJob (db: Statements, delivery: Delivery, ownerId: string, context: DeliveryContext): Promise<DeliveryResult | undefined> {
-  const book = delivery.status === 'completed' ? delivery.book_data : undefined
+async function createJob (db: Statements, delivery: Delivery, ownerId: string, chapters: SQL | undefined, context: DeliveryContext): Promise<DeliveryResult | undefined> {
+  const book = chapters ? delivery.book_data : undefined
   const insertJob = sql`
     INSERT INTO book_jobs (id, user_id, job_type, status, input_data, error, completed_at, applied_webhook_ids)
     SELECT ${delivery.job_id}, users.id, 'BOOK_GENERATION', ${book ? 'COMPLETED' : 'FAILED'}::job_status,
@@ -104,7 +128,7 @@ async function createJob (db: Statements, delivery: Delivery, ownerId: string, c
     ON CONFLICT (id) DO NOTHING
     RETURNING id, user_id`
 
-  if (!book) {
+  if (!book || !chapters) {
     const failed: DeliveryResult = { outcome: 'job_failed', jobId: delivery.job_id, ownerId, bookId: null, created: true, chaptersCreated: 0, wordCount: null }
     const event = bookEvent(failed, context)
     const [job] = await db.rows<{ id: string }>(sql`WITH job AS (${insertJob}) SELECT id, ${notification(event, context.log)} FROM job`)
@@ -115,7 +139,6 @@ async function createJob (db: Statements, delivery: Delivery, ownerId: string, c
 
   const created: DeliveryResult = { outcome: 'book_created', jobId: delivery.job_id, ownerId, bookId: randomUUID(), created: true, chaptersCreated: book.chapters.length, wordCount: book.word_count }
   const event = bookEvent(created, context)
-  const chapters = chapterRows(delivery.job_id, book, context.log)
   const [written] = await db.rows<{ id: string }>(sql`
     WITH job AS (${insertJob}),
     book AS (
@@ -146,7 +169,7 @@ async function lockJob (tx: Transaction, jobId: string, webhookId: string | unde
 }
 
 /** 4.3 on a locked job: upsert the book unless it is newer, replace its chapters in place, complete the job. */
-async function writeBook (tx: Transaction, delivery: CompletedDelivery, ownerId: string, context: DeliveryContext): Promise<DeliveryResult> {
+async function writeBook (tx: Transaction, delivery: CompletedDelivery, ownerId: string, chapters: SQL, context: DeliveryContext): Promise<DeliveryResult> {
   const book = delivery.book_data
   const [written] = await tx.rows<{ id: string, inserted: boolean }>(sql`
     WITH book AS (
@@ -161,7 +184,7 @@ async function writeBook (tx: Transaction, delivery: CompletedDelivery, ownerId:
       WHERE books.generated_at IS NULL OR books.generated_at <= excluded.generated_at
       RETURNING id, (xmax = 0) AS inserted
     ), incoming (position, title, description, content, word_count) AS (
-      VALUES ${chapterRows(delivery.job_id, book, context.log)}
+      VALUES ${chapters}
     ), upserted AS (
       INSERT INTO chapters (book_id, position, title, description, content, word_count)
       SELECT book.id, incoming.position, incoming.title, incoming.description, incoming.content, incoming.word_count

@@ -147,12 +147,7 @@ async function createJob (db: Statements, delivery: Delivery, ownerId: string, c
         ${book.word_count}::int, ${book.chapter_count}::int, ${toTimestamptz(book.generated_at)}::timestamptz
       FROM job
       RETURNING id
-    ), incoming (position, title, description, content, word_count) AS (
-      VALUES ${chapters}
-    ), inserted AS (
-      INSERT INTO chapters (book_id, position, title, description, content, word_count)
-      SELECT book.id, incoming.position, incoming.title, incoming.description, incoming.content, incoming.word_count
-      FROM book CROSS JOIN incoming
+    ), ${insertChapters(chapters)}
     )
     SELECT id, ${notification(event, context.log)} FROM book`)
   if (!written) return undefined
@@ -183,12 +178,7 @@ async function writeBook (tx: Transaction, delivery: CompletedDelivery, ownerId:
         generated_at = excluded.generated_at, updated_at = now()
       WHERE books.generated_at IS NULL OR books.generated_at <= excluded.generated_at
       RETURNING id, (xmax = 0) AS inserted
-    ), incoming (position, title, description, content, word_count) AS (
-      VALUES ${chapters}
-    ), upserted AS (
-      INSERT INTO chapters (book_id, position, title, description, content, word_count)
-      SELECT book.id, incoming.position, incoming.title, incoming.description, incoming.content, incoming.word_count
-      FROM book CROSS JOIN incoming
+    ), ${insertChapters(chapters)}
       ON CONFLICT (book_id, position) DO UPDATE SET
         title = excluded.title, description = excluded.description,
         content = excluded.content, word_count = excluded.word_count
@@ -287,6 +277,16 @@ function chapterRows (jobId: string, book: BookData, log: Logger): SQL {
     }, 'sender figures differ from the chapters sent (stored as sent)')
   }
   return sql.join(rows, sql`, `)
+}
+
+/** CTEs writing the chapters into the book of the `book` CTE; an ON CONFLICT clause may follow. */
+function insertChapters (chapters: SQL): SQL {
+  return sql`incoming (position, title, description, content, word_count) AS (
+      VALUES ${chapters}
+    ), chapters_written AS (
+      INSERT INTO chapters (book_id, position, title, description, content, word_count)
+      SELECT book.id, incoming.position, incoming.title, incoming.description, incoming.content, incoming.word_count
+      FROM book CROSS JOIN incoming`
 }
 
 /** How many applied webhook-ids a job remembers; a sender retries one delivery, not 64 others between. */

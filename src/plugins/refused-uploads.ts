@@ -20,7 +20,7 @@ export const DRAIN_MAX_BODY_LIMITS = 2
  */
 export const DRAIN_MAX_MS = 5_000
 /** Refused uploads drained at once; past it a refused upload's connection closes with its answer. */
-export const MAX_CONCURRENT_DRAINS = 32
+export const MAX_CONCURRENT_DRAINS = 64
 
 export default fp<{ bodyLimitBytes: number }>(async (app, { bodyLimitBytes }) => {
   const maxDrainBytes = DRAIN_MAX_BODY_LIMITS * bodyLimitBytes

@@ -8,25 +8,31 @@ at the end of a job. It serialises the payload once, signs it the Standard Webho
 - Connection errors, timeouts, ``429`` and ``5xx`` are retried with the same ``webhook-id`` and
   the same bytes (a fresh timestamp and signature each attempt), waiting at least the answer's
   ``Retry-After`` (seconds or an HTTP date) and otherwise an exponential backoff with full jitter.
-- Any other ``4xx`` (or ``3xx``) raises :class:`WebhookRejected` at once: the same bytes would fail
-  the same way. Nothing is spooled.
+  An answer the service sent before the upload broke (a ``413``, a ``503``) is read and decides.
+- Any other ``4xx`` (or ``3xx``), and a body over ``max_body_bytes`` (not sent), raise
+  :class:`WebhookRejected` at once: the same bytes would fail the same way. The delivery is kept
+  in ``WEBHOOK_SPOOL_DIR/rejected/``; :func:`resend` sends it again once the cause is fixed.
 - When the retries are spent, the delivery (its ``webhook-id`` and exact bytes) is written
   atomically to ``WEBHOOK_SPOOL_DIR`` and :class:`WebhookSpooled` names the file; :func:`flush`
   re-sends it later with the same ``webhook-id`` (the service treats a repeat as a retry).
 
 Environment (read at each call): ``WEBHOOK_URL`` (default
 ``http://localhost:3001/api/webhooks/book-completion``), ``WEBHOOK_SECRET`` (``whsec_<base64>`` or
-plain text; several separated by spaces sign with each; unset: unsigned, for a development
-service), ``WEBHOOK_SPOOL_DIR`` (default ``./webhook-spool``).
+plain text; several separated by whitespace sign with each; unset: unsigned, for a development
+service), ``WEBHOOK_SPOOL_DIR`` (default ``./webhook-spool``), ``WEBHOOK_MAX_BODY_BYTES`` (default
+10485760, the service's default limit).
 
 Command line::
 
     python3 book_completion_webhook.py send FILE.json [--url URL] [--max-attempts N]
-                                       [--max-elapsed S] [--timeout S]
+                                       [--max-elapsed S] [--timeout S] [--max-body-bytes N]
     python3 book_completion_webhook.py flush [same options]
+    python3 book_completion_webhook.py rejected [--json]
+    python3 book_completion_webhook.py resend (ID | --all) [same options]
+    python3 book_completion_webhook.py drop ID
 
-Exit status: 0 when delivered (``flush``: when the spool is empty after it), 1 otherwise,
-2 for bad usage.
+Exit status: 0 when delivered (``flush``: when the spool is empty after it; ``resend``: every one
+named), 1 otherwise (``drop``: no such id), 2 for bad usage.
 """
 
 from __future__ import annotations
@@ -433,14 +439,14 @@ def service_body_limit(answer_body: Any) -> Optional[int]:
     return None
 
 
-def _secret_forms(keys_from: str) -> str:
-    secrets = keys_from.split()
-    if not secrets:
-        return "this side sent no signature (no WEBHOOK_SECRET): only a service in development accepts that"
-    forms = sorted({"whsec_ (base64-decoded)" if secret.startswith("whsec_") else "plain text (its UTF-8 bytes)" for secret in secrets})
-    held = (f"this side signs with {len(secrets)} secrets ({' and '.join(forms)}; whitespace separates secrets, "
-            "so a passphrase with spaces is several keys)" if len(secrets) > 1 else f"this side's secret is {forms[0]}")
-    return held
+def _secret_forms(secrets: str) -> str:
+    held = secrets.split()
+    if not held:
+        return "this side sent no signature (no WEBHOOK_SECRET), which only a service in development accepts"
+    if len(held) > 1:
+        return (f"this side's WEBHOOK_SECRET holds {len(held)} secrets separated by whitespace and signs with each "
+                "(a passphrase with spaces is several keys)")
+    return "this side's secret is a whsec_ one" if held[0].startswith("whsec_") else "this side's secret is plain text"
 
 
 def rejection_hint(status: int, *, url: str, answer: Optional[Answer], body_size: int, secrets: str,

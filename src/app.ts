@@ -11,6 +11,7 @@ import apiDocsPlugin from './plugins/api-docs.ts'
 import openApiPlugin from './plugins/openapi.ts'
 import gracefulClosePlugin from './plugins/graceful-close.ts'
 import metricsPlugin from './plugins/metrics.ts'
+import refusedUploadsPlugin from './plugins/refused-uploads.ts'
 import bookCompletionRoutes from './routes/book-completion.ts'
 import healthRoutes from './routes/health.ts'
 import rootRoutes from './routes/root.ts'
@@ -63,6 +64,8 @@ export async function buildApp (config: Config, options: AppOptions = {}) {
     },
   })
   await app.register(gracefulClosePlugin)
+  // After graceful-close: its onSend hook sets the Connection: close this one looks for.
+  await app.register(refusedUploadsPlugin, { bodyLimitBytes: config.bodyLimitBytes })
   // Before the routes: it collects their schemas as they are added.
   await app.register(openApiPlugin)
   if (config.apiDocs) await app.register(apiDocsPlugin)

@@ -42,6 +42,12 @@ async function main (): Promise<void> {
     if (config.weakSecrets > 0) app.log.warn('WEBHOOK_SECRET holds a weak key (under 24 bytes): refused outside development')
   }
 
+  const keys = config.webhookKeys.length
+  if (keys > 1) {
+    // A plain secret with spaces is split too, and then none of its parts is what the sender signs with.
+    app.log.warn({ webhookKeys: keys }, `WEBHOOK_SECRET holds ${keys} keys: whitespace separates rotation keys, and a signature made with any of them passes (a secret with spaces in it must be given as whsec_<base64>)`)
+  }
+
   closeWithGrace({ delay: SHUTDOWN_GRACE_MS }, async ({ signal, err }) => {
     if (err) app.log.error({ errName: err.name, frames: stackFrames(err) }, 'closing after an error')
     else app.log.info({ signal }, 'closing: finishing in-flight deliveries')

@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import t from 'tap'
 import { ConfigError, loadConfig } from '../src/config.ts'
+import { spawnServer } from './support/process.ts'
 
 const strongSecret = `whsec_${randomBytes(32).toString('base64')}`
 const production = { DATABASE_URL: 'postgres://127.0.0.1/x', WEBHOOK_SECRET: strongSecret }
@@ -57,6 +58,26 @@ t.test('several whitespace-separated secrets are all keys (rotation)', async (t)
   const config = loadConfig({ ...production, WEBHOOK_SECRET: ` ${strongSecret}\n  ${other} ` })
   t.equal(config.webhookKeys.length, 2)
   t.same(config.webhookKeys[1], Buffer.from(other, 'utf8'), 'a plain secret is its UTF-8 bytes')
+})
+
+t.test('at start, several keys are counted in the log (never shown), and whitespace is named as their separator', async (t) => {
+  const passPhrase = 'my pass phrase that is long enough'
+  const started = async (secret: string) => {
+    const server = await spawnServer(t, process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+      env: { PATH: process.env.PATH, ENVIRONMENT: 'development', DATA_DIR: 'memory://', WEBHOOK_SECRET: secret, HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'info' },
+    })
+    await server.waitFor('both', /webhook endpoint: POST/)
+    server.child.kill('SIGTERM')
+    await server.exited
+    return server.output()
+  }
+  const [several, one] = await Promise.all([started(`${strongSecret} ${passPhrase}`), started(strongSecret)])
+  const line = several.split('\n').find((text) => text.includes('rotation keys'))
+  t.match(line, /"level":40/, 'a warning')
+  t.match(line, /"webhookKeys":8\b/, 'the count, as a field: the secret and the 7 words of the pass phrase')
+  t.match(line, /WEBHOOK_SECRET holds 8 keys: whitespace separates rotation keys/)
+  t.notOk(several.includes(strongSecret.slice('whsec_'.length)) || several.includes('phrase'), 'no key in the output')
+  t.notMatch(one, /WEBHOOK_SECRET holds/, 'one key: no such line')
 })
 
 t.test('invalid values name the variable', async (t) => {

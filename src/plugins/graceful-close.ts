@@ -17,7 +17,7 @@ export default fp(async (app) => {
   })
   app.addHook('onRequest', async (request, reply) => {
     if (!closing) return
-    await answerUnavailable(request, reply, SHUTTING_DOWN)
+    answerUnavailable(request, reply, SHUTTING_DOWN)
     return reply
   })
   app.addHook('onSend', async (_request, reply) => {

@@ -30,18 +30,20 @@ export default fp<{ config: Config }>(async (app, { config }) => {
       if (type === underPressure.TYPE_EVENT_LOOP_DELAY && Date.now() < delayCountsFrom) return
       // Infinity: the event loop did not turn once in the whole sample.
       request.log.warn({ pressure: type, value: Number.isFinite(value) ? Math.round(value!) : String(value) }, 'delivery refused: overloaded')
-      return answerUnavailable(request, reply, OVERLOADED)
+      answerUnavailable(request, reply, OVERLOADED)
     },
   })
 
   // A body whose length is not declared (chunked) may grow to the body limit: it is counted so.
+  // One declared over the limit is answered 413 without being read: it takes nothing.
   let inflightBodyBytes = 0
   app.addHook('onRequest', async (request, reply) => {
     const declared = Number(request.headers['content-length'])
-    const size = Number.isSafeInteger(declared) && declared >= 0 ? Math.min(declared, config.bodyLimitBytes) : config.bodyLimitBytes
+    if (declared > config.bodyLimitBytes) return
+    const size = Number.isSafeInteger(declared) && declared >= 0 ? declared : config.bodyLimitBytes
     if (inflightBodyBytes + size > limits.maxInflightBodyBytes) {
       request.log.warn({ inflightBodyBytes, bodyBytes: size }, 'delivery refused: too many bodies in flight')
-      await answerUnavailable(request, reply, OVERLOADED)
+      answerUnavailable(request, reply, OVERLOADED)
       return reply
     }
     inflightBodyBytes += size

@@ -147,6 +147,12 @@ t.test('413 from the service (the kit\'s limit above the service\'s): read in on
   for (const message of messages) t.match(message, `The body is ${size} bytes, over the service's BODY_LIMIT_BYTES`, 'the hint names the size')
   t.same(await listing(spool), ['rejected'], 'nothing spooled')
   t.equal(await count(production, 'book_jobs', sql`id = ${delivery.job_id}`), 0)
+
+  // Within the service's drain bound (2 body limits): the rest is read, then the close; one attempt too.
+  const drained = await library('send', { url: production.endpoint, secret: TEST_SECRET, spool_dir: spool, backoff: QUICK_BACKOFF }, bigBook(1.5 * 1024 * 1024))
+  t.match(drained.rejected, { status: 413 })
+  t.equal(attemptLines(drained.run.stderr).length, 1)
+  t.equal((await keptIn(spool)).length, 4)
 })
 
 t.test('an answer sent before the server reset the upload is read: a 413 is kept (20 of 20), a 503 is retried then spooled', async (t) => {
@@ -318,7 +324,13 @@ t.test('a 503 and a closed port still spool; a 2xx leaves nothing behind', async
   const closed = `http://127.0.0.1:${await freePort()}${BOOK_COMPLETION_PATH}`
   const away = await library('send', { url: closed, secret: TEST_SECRET, spool_dir: spool, max_attempts: 2, backoff: QUICK_BACKOFF }, book('reader-1'))
   t.match(away.spooled, { last_error: 'connection refused' })
-  t.equal((await listing(spool)).length, 2, 'two spooled deliveries')
+  // The service's own 503, decided on the declared length before the body is read (load shedding).
+  const base = testConfig(databaseUrl)
+  const shedding = await startApp(t, { ...base, loadShedding: { ...base.loadShedding, maxInflightBodyBytes: 1024 * 1024 } })
+  const shed = await library('send', { url: shedding.endpoint, secret: TEST_SECRET, spool_dir: spool, max_attempts: 2, backoff: QUICK_BACKOFF }, bigBook(2 * 1024 * 1024))
+  t.match(shed.spooled, { last_error: /^503 overloaded/ }, 'the service\'s 503 read although the body was not', { stderr: shed.run.stderr })
+  t.match(attemptLines(shed.run.stderr), [/^attempt 1\/2 msg_\w+: 503 overloaded: .*; retrying in \d+\.\d s, Retry-After \d+ s$/, /giving up/])
+  t.equal((await listing(spool)).length, 3, 'three spooled deliveries')
   t.same(await keptIn(spool), [], 'neither is a rejection')
 
   const emptyDir = join(await tempDir(t, 'kit-2xx-'), 'spool')

@@ -317,6 +317,11 @@ def _read_answer(response: http.client.HTTPResponse) -> Answer:
 
 def _answered(sock: socket.socket) -> bool:
     """Whether the service has sent something (an early answer, or its close) without waiting."""
+    if hasattr(select, "poll"):
+        # poll, not select: select fails on a descriptor numbered past 1023 (a busy backend may have one).
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
     readable, _, _ = select.select([sock], [], [], 0)
     return bool(readable)
 
@@ -350,10 +355,13 @@ def post(url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> A
         connection.putheader("Connection", "close")
         connection.endheaders()
         sock = connection.sock
+        # Over TLS the socket turns readable for records that are no answer (a TLS 1.3 session
+        # ticket): there, only a broken or stalled write makes the kit look for an answer.
+        watch = parts.scheme == "http"
         view = memoryview(body)
         try:
             for offset in range(0, len(view), BODY_CHUNK_BYTES):
-                if _answered(sock):
+                if watch and _answered(sock):
                     break  # the service answered before taking the whole body: read what it said
                 sock.sendall(view[offset:offset + BODY_CHUNK_BYTES])
         except (BrokenPipeError, ConnectionResetError, socket.timeout) as broken:

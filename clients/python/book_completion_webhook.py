@@ -256,15 +256,23 @@ def parse_retry_after(value: Optional[str], now: float) -> Optional[float]:
     value = value.strip()
     if re.fullmatch(r"\d{1,10}", value):
         return float(value)
+    when = http_date(value)
+    return None if when is None else max(0.0, when - now)
+
+
+def http_date(value: Optional[str]) -> Optional[float]:
+    """An HTTP date (``Retry-After``, ``Date``) as Unix time; None if absent or malformed."""
+    if not value:
+        return None
     try:
-        when = email.utils.parsedate_to_datetime(value)
+        when = email.utils.parsedate_to_datetime(value.strip())
     except (TypeError, ValueError, IndexError):
         return None
     if when is None:
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, when.timestamp() - now)
+    return when.timestamp()
 
 
 def is_retryable(status: int) -> bool:
@@ -418,17 +426,8 @@ def _duration(seconds: float) -> str:
 
 def clock_difference(date_header: Optional[str], now: float) -> Optional[float]:
     """Seconds the service's clock (its ``Date`` header) is ahead of ``now``; None without one."""
-    if not date_header:
-        return None
-    try:
-        when = email.utils.parsedate_to_datetime(date_header)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return when.timestamp() - now
+    when = http_date(date_header)
+    return None if when is None else when - now
 
 
 def service_body_limit(answer_body: Any) -> Optional[int]:

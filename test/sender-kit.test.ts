@@ -1,205 +1,25 @@
-import type { ChildProcess } from 'node:child_process'
 import { randomBytes, randomUUID } from 'node:crypto'
-import { once } from 'node:events'
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
-import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import type { Socket } from 'node:net'
-import { tmpdir } from 'node:os'
+import { readFile, rm, writeFile } from 'node:fs/promises'
+import type { IncomingHttpHeaders } from 'node:http'
 import { basename, join } from 'node:path'
-import { performance } from 'node:perf_hooks'
-import { fileURLToPath } from 'node:url'
 import { sql } from 'drizzle-orm'
-import t, { type Test } from 'tap'
-import { request } from 'undici'
-import { sampleDelivery } from '../scripts/deliveries.ts'
+import t from 'tap'
 import { secretToKey } from '../src/config.ts'
-import { BOOK_COMPLETION_PATH } from '../src/routes/book-completion.ts'
 import type { CompletedDelivery } from '../src/webhooks/payload.ts'
 import { sign, verifySignature } from '../src/webhooks/signature.ts'
 import { count, createUser, freshDatabase, standardWebhook, startApp, TEST_SECRET, testConfig, type RunningApp } from './helper.ts'
-import { runProcess, type ProcessRun } from './support/process.ts'
+import { attemptLines, book, cli, library, listing, python, QUICK_BACKOFF, startProxy, tempDir, type Body } from './support/sender-kit.ts'
 
 /**
  * The Python sender kit (clients/python, contract section 9) run as python3 processes against the
  * real service: signing, retries through a flaky proxy, rejections, the spool and flush, the CLI.
  */
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url))
-const KIT = 'clients/python/book_completion_webhook.py'
-/** Backoff for tests that are not about its length: waits under 0.1 s instead of up to minutes. */
-const QUICK_BACKOFF = [0.05, 0.1]
-
 const OLD_SECRET = `whsec_${randomBytes(32).toString('base64')}`
 const NEW_SECRET = `whsec_${randomBytes(32).toString('base64')}`
 // Plain secrets are their UTF-8 bytes: the non-ASCII characters make a Latin-1 reading differ.
 // No whitespace: in WEBHOOK_SECRET, whitespace separates secrets (rotation).
 const PLAIN_SECRET = 'le-secret-partagé-du-backend—assez-long✓'
-
-// --- running the kit ---------------------------------------------------------------------------
-
-function kitEnv (extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env, PYTHONDONTWRITEBYTECODE: '1', PYTHONIOENCODING: 'utf-8', PYTHONUNBUFFERED: '1' }
-  for (const name of ['WEBHOOK_URL', 'WEBHOOK_SECRET', 'WEBHOOK_SPOOL_DIR', 'NODE_OPTIONS', 'http_proxy', 'HTTP_PROXY', 'https_proxy', 'HTTPS_PROXY', 'all_proxy', 'ALL_PROXY']) {
-    delete env[name]
-  }
-  return { ...env, ...extra }
-}
-
-function python (args: string[], options: { env?: Record<string, string>, stdin?: string | Buffer, started?: (child: ChildProcess) => void } = {}): Promise<ProcessRun> {
-  return runProcess('python3', args, { cwd: ROOT, env: kitEnv(options.env), stdin: options.stdin, started: options.started })
-    .catch((err: Error) => { throw new Error(`${err.message} (the kit's tests need python3)`) })
-}
-
-/** The command line, as an operator or cron runs it. */
-function cli (args: string[], env: Record<string, string> = {}, started?: (child: ChildProcess) => void): Promise<ProcessRun> {
-  return python([KIT, ...args], { env, ...(started ? { started } : {}) })
-}
-
-/** The library, as the backend calls it: `send(payload, ...)` or `flush(...)`, the outcome as JSON. */
-const DRIVER = `
-import json, logging, sys
-sys.path.insert(0, "clients/python")
-import book_completion_webhook as kit
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
-options = json.loads(sys.argv[1])
-action = options.pop("action")
-if "backoff" in options:
-    options["backoff"] = kit.Backoff(*options["backoff"])
-try:
-    if action == "send":
-        result = {"delivered": kit.send(json.loads(sys.stdin.buffer.read().decode("utf-8")), **options)}
-    else:
-        done = kit.flush(**options)
-        result = {"flushed": {"delivered": done.delivered, "rejected": done.rejected, "kept": done.kept, "responses": list(done.responses)}}
-except kit.WebhookRejected as err:
-    result = {"rejected": {"status": err.status, "body": err.body, "webhook_id": err.webhook_id, "message": str(err)}}
-except kit.WebhookSpooled as err:
-    result = {"spooled": {"path": err.path, "webhook_id": err.webhook_id, "last_error": err.last_error, "message": str(err)}}
-print(json.dumps(result, ensure_ascii=False))
-`
-
-type Body = Record<string, unknown>
-interface KitOutcome {
-  delivered?: Body
-  rejected?: { status: number, body: Body, webhook_id: string, message: string }
-  spooled?: { path: string, webhook_id: string, last_error: string, message: string }
-  flushed?: { delivered: number, rejected: number, kept: number, responses: Body[] }
-  run: ProcessRun
-}
-
-async function library (action: 'send' | 'flush', options: Record<string, unknown>, payload?: unknown, env: Record<string, string> = {}): Promise<KitOutcome> {
-  const run = await python(['-c', DRIVER, JSON.stringify({ action, ...options })], { env, stdin: payload === undefined ? '' : JSON.stringify(payload) })
-  if (run.code !== 0) throw new Error(`the kit failed (exit ${run.code}):\n${run.stderr}`)
-  return { ...(JSON.parse(run.stdout) as Omit<KitOutcome, 'run'>), run }
-}
-
-/** The `attempt n/N <webhook-id>: ...` lines the kit printed. */
-function attemptLines (stderr: string): string[] {
-  return stderr.split('\n').filter((line) => /^attempt \d+\/\d+ /.test(line))
-}
-
-// --- a flaky proxy in front of the service -------------------------------------------------------
-
-type Behaviour =
-  | { answer: number, retryAfter?: () => string } // answered by the proxy itself
-  | { drop: true } // the connection is closed after the request, with no answer
-  | { hang: true } // the request is read and never answered
-  | { forward: true, thenDown?: true } // passed to the service; thenDown: its answer is lost and the proxy goes down
-
-interface Seen { atMs: number, headers: IncomingHttpHeaders, body: Buffer }
-
-/** An HTTP proxy that answers a planned sequence of failures, then forwards to the service. */
-class FlakyProxy {
-  readonly seen: Seen[] = []
-  private plan: Behaviour[] = []
-  private server: Server | undefined
-  private readonly sockets = new Set<Socket>()
-  private port = 0
-
-  constructor (private readonly upstream: string) {}
-
-  get endpoint (): string { return `http://127.0.0.1:${this.port}${BOOK_COMPLETION_PATH}` }
-
-  /** The next requests' fates, in order; later ones are forwarded. Clears what was seen. */
-  expect (...behaviours: Behaviour[]): void {
-    this.plan = behaviours
-    this.seen.length = 0
-  }
-
-  async up (): Promise<void> {
-    const server = createServer((req, res) => { this.handle(req, res).catch(() => res.destroy()) })
-    server.on('connection', (socket) => {
-      this.sockets.add(socket)
-      socket.on('close', () => this.sockets.delete(socket))
-    })
-    server.listen(this.port, '127.0.0.1')
-    await once(server, 'listening')
-    this.port = (server.address() as { port: number }).port
-    this.server = server
-  }
-
-  /** Nothing listens any more: connections are refused. */
-  async down (): Promise<void> {
-    const server = this.server
-    this.server = undefined
-    for (const socket of this.sockets) socket.destroy()
-    if (server?.listening) await new Promise((resolve) => server.close(resolve))
-  }
-
-  private async handle (req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const chunks: Buffer[] = []
-    for await (const chunk of req) chunks.push(chunk as Buffer)
-    const body = Buffer.concat(chunks)
-    this.seen.push({ atMs: performance.now(), headers: req.headers, body })
-    const behaviour = this.plan.shift() ?? { forward: true }
-    if ('answer' in behaviour) {
-      const headers: Record<string, string> = { 'content-type': 'application/json' }
-      if (behaviour.retryAfter) headers['retry-after'] = behaviour.retryAfter()
-      res.writeHead(behaviour.answer, headers).end(JSON.stringify({ error: `proxy_${behaviour.answer}` }))
-    } else if ('drop' in behaviour) {
-      req.socket.destroy()
-    } else if ('forward' in behaviour) {
-      const headers: Record<string, string> = {}
-      for (const name of ['content-type', 'webhook-id', 'webhook-timestamp', 'webhook-signature']) {
-        const value = req.headers[name]
-        if (typeof value === 'string') headers[name] = value
-      }
-      const answer = await request(this.upstream, { method: 'POST', headers, body })
-      const text = await answer.body.text()
-      if (behaviour.thenDown) {
-        await this.down()
-        return
-      }
-      res.writeHead(answer.statusCode, { 'content-type': 'application/json' }).end(text)
-    }
-    // hang: never answered; the client's timeout closes it
-  }
-}
-
-async function startProxy (t: Test, upstream: RunningApp): Promise<FlakyProxy> {
-  const proxy = new FlakyProxy(upstream.endpoint)
-  await proxy.up()
-  t.teardown(() => proxy.down())
-  return proxy
-}
-
-async function tempDir (t: Test, prefix: string): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), prefix))
-  t.teardown(() => rm(dir, { recursive: true, force: true }))
-  return dir
-}
-
-async function listing (dir: string): Promise<string[]> {
-  try {
-    return (await readdir(dir)).sort()
-  } catch {
-    return []
-  }
-}
-
-function book (userId: string, jobId = `kit-${randomUUID()}`): CompletedDelivery {
-  return { ...sampleDelivery(), job_id: jobId, user_id: userId, environment: 'production' }
-}
 
 async function storedBook (running: RunningApp, jobId: string) {
   const [stored] = await running.query<{ title: string, topic: string, goal: string, user_id: string }>(
@@ -378,7 +198,7 @@ t.test('retries: 503 + Retry-After, 429 + an HTTP-date Retry-After, a dropped co
   t.equal(await count(production, 'books', sql`job_id = ${delivery.job_id}`), 1)
 })
 
-t.test('a 4xx other than 429: one attempt, an error with the status and body, nothing spooled', async (t) => {
+t.test('a 4xx other than 429: one attempt, an error with the status and body, nothing spooled, the delivery kept in rejected/', async (t) => {
   const proxy = await startProxy(t, production)
   const spool = join(await tempDir(t, 'kit-4xx-'), 'spool')
   const cases: Array<{ name: string, payload: unknown, secret: string, status: number, error: string }> = [
@@ -393,8 +213,10 @@ t.test('a 4xx other than 429: one attempt, an error with the status and body, no
     t.equal(proxy.seen.length, 1, `${name}: exactly one attempt`)
     t.equal(attemptLines(outcome.run.stderr).length, 1)
     t.match(attemptLines(outcome.run.stderr)[0], /; not retried/)
-    t.same(await listing(spool), [], `${name}: nothing spooled`)
+    t.same((await listing(spool)).filter((name) => name.endsWith('.json')), [], `${name}: nothing spooled`)
+    t.match(outcome.rejected!.path, join(spool, 'rejected'), `${name}: kept in rejected/`)
   }
+  t.equal((await listing(join(spool, 'rejected'))).length, 3, 'one file per rejected delivery')
   const unknownUser = cases[0]!.payload as CompletedDelivery
   t.equal(await count(production, 'webhook_dead_letters', sql`job_id = ${unknownUser.job_id}`), 1, 'the 422 is the service\'s dead letter')
   t.equal(await count(production, 'book_jobs', sql`id = ${(cases[1]!.payload as CompletedDelivery).job_id}`), 0, 'the 401 wrote nothing')
@@ -497,7 +319,7 @@ t.test('command line: exit codes, one line per attempt, bad usage', async (t) =>
 
   const help = await cli(['--help'])
   t.equal(help.code, 0)
-  t.match(help.stdout, /usage: book_completion_webhook\.py .*\{send,flush\}/)
+  t.match(help.stdout, /usage: book_completion_webhook\.py .*\{send,flush,rejected,resend,drop\}/)
   t.match(help.stdout, /WEBHOOK_SPOOL_DIR/)
   const sendHelp = await cli(['send', '--help'])
   t.equal(sendHelp.code, 0)
@@ -534,7 +356,7 @@ t.test('command line: exit codes, one line per attempt, bad usage', async (t) =>
   const array = join(dir, 'array.json')
   await writeFile(array, '[1, 2]')
   const bad: Array<[string[], RegExp, Record<string, string>?]> = [
-    [[], /required: \{send,flush\}/],
+    [[], /required: \{send,flush,rejected,resend,drop\}/],
     [['frobnicate'], /invalid choice/],
     [['send'], /required: FILE\.json/],
     [['send', join(dir, 'absent.json')], /cannot read .*absent\.json/],

@@ -1,4 +1,5 @@
-"""Unit tests of the kit's pure parts: signing, backoff, Retry-After, the spool file format.
+"""Unit tests of the kit: signing, backoff, Retry-After, the spool and rejected/ files, the hints,
+the size check, and post() reading an answer sent before the upload broke (local sockets).
 
 Run: ``python3 -m unittest discover -s clients/python`` (test/sender-kit.test.ts runs it in
 ``npm test``; the same file also tests the kit against the real service).
@@ -8,13 +9,18 @@ from __future__ import annotations
 
 import ast
 import base64
+import http.client
 import json
 import os
 import random
 import shutil
+import socket
 import stat
+import struct
 import sys
 import tempfile
+import threading
+import time
 import unittest
 from email.utils import formatdate
 from pathlib import Path
@@ -237,6 +243,199 @@ class SpoolTest(unittest.TestCase):
             path.write_text(content)
             with self.assertRaises(ValueError):
                 kit.spool_read(str(path))
+
+
+class HintTest(unittest.TestCase):
+    URL = "http://backend-host:3001/api/webhooks/book-completion"
+    NOW = 1_800_000_000.0
+
+    def hint(self, status: int, body: object = None, date: str | None = None, url: str = URL, secrets: str = "whsec_abcd",
+             size: int = 5000) -> str:
+        answer = kit.Answer(status, body, None, date)
+        return kit.rejection_hint(status, url=url, answer=answer, body_size=size, secrets=secrets, now=self.NOW)
+
+    def test_401_names_the_secret_forms(self) -> None:
+        self.assertIn("the same WEBHOOK_SECRET on both sides", self.hint(401))
+        self.assertIn("whsec_<base64> is base64-decoded, any other value is plain text", self.hint(401))
+        self.assertIn("this side's secret is a whsec_ one", self.hint(401))
+        self.assertIn("this side's secret is plain text", self.hint(401, secrets="a-plain-text-secret-of-24-bytes"))
+        self.assertIn("holds 3 secrets separated by whitespace", self.hint(401, secrets="my pass phrase"))
+        self.assertIn("no WEBHOOK_SECRET", self.hint(401, secrets=""))
+        self.assertNotIn("abcd", self.hint(401), "never the secret itself")
+
+    def test_401_names_the_clock_only_past_a_minute(self) -> None:
+        ahead = self.hint(401, date=formatdate(self.NOW + 7 * 60 + 3, usegmt=True))
+        self.assertIn("the service's clock is 7 min 3 s ahead of this host's", ahead)
+        behind = self.hint(401, date=formatdate(self.NOW - 3 * 3600 - 120, usegmt=True))
+        self.assertIn("the service's clock is 3 h 2 min behind this host's", behind)
+        self.assertIn("90 s ahead", self.hint(401, date=formatdate(self.NOW + 90, usegmt=True)))
+        for date in [formatdate(self.NOW + 59, usegmt=True), formatdate(self.NOW - 60, usegmt=True), None, "not a date"]:
+            self.assertNotIn("clock", self.hint(401, date=date), repr(date))
+
+    def test_404_names_the_path_and_port(self) -> None:
+        self.assertEqual(self.hint(404, url="http://h:8080/webhook"),
+                         "Expected: POST /api/webhooks/book-completion on the service's port 3001; this went to port 8080, path /webhook")
+        self.assertIn("(port 3000 is the web front end)", self.hint(404, url="http://localhost:3000/api/webhooks/book-completion"))
+        self.assertIn("this went to port 80, path /", self.hint(404, url="http://h"))
+        self.assertIn("this went to port 443,", self.hint(404, url="https://h/x"))
+
+    def test_413_names_the_size_and_the_limit_when_given(self) -> None:
+        self.assertEqual(self.hint(413, {"error": "payload_too_large", "limitBytes": 1048576}, size=2000000),
+                         "The body is 2000000 bytes; the service's limit is 1048576 bytes")
+        self.assertIn("the service's limit is 4096 bytes", self.hint(413, {"error": "payload_too_large", "message": "over 4096 bytes"}))
+        self.assertEqual(self.hint(413, {"error": "payload_too_large", "message": "Request body is too large"}, size=2000000),
+                         "The body is 2000000 bytes, over the service's BODY_LIMIT_BYTES (10485760 by default)")
+        self.assertIsNone(kit.service_body_limit("<html>413</html>"))
+        self.assertIsNone(kit.service_body_limit({"limit": True}))
+
+    def test_others(self) -> None:
+        self.assertIn("redirect", self.hint(301))
+        self.assertEqual(self.hint(400), "")
+        self.assertEqual(self.hint(422), "")
+
+
+class EarlyAnswerTest(unittest.TestCase):
+    """post() against a server that answers from the headers alone, then closes while the body comes."""
+
+    BODY = b'{"content": "' + b"x" * (12 * 1024 * 1024) + b'"}'
+
+    def serve(self, answer: bytes, *, reset: bool) -> str:
+        server = socket.socket()
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        self.addCleanup(server.close)
+
+        def run() -> None:
+            while True:
+                try:
+                    conn, _ = server.accept()
+                except OSError:
+                    return
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += conn.recv(65536)
+                if answer:
+                    conn.sendall(answer)
+                time.sleep(0.02)
+                if reset:  # unread bytes: RST instead of FIN
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.close()
+
+        threading.Thread(target=run, daemon=True).start()
+        return f"http://127.0.0.1:{server.getsockname()[1]}/api/webhooks/book-completion"
+
+    def test_an_early_413_is_read_even_when_the_connection_is_reset(self) -> None:
+        body = b'{"error": "payload_too_large", "message": "over 1048576 bytes"}'
+        url = self.serve(b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body), reset=True)
+        for _ in range(5):
+            answer = kit.post(url, self.BODY, {"Content-Type": "application/json"}, 10)
+            self.assertEqual((answer.status, answer.body), (413, json.loads(body)))
+
+    def test_an_early_503_keeps_its_retry_after(self) -> None:
+        url = self.serve(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 7\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}",
+                         reset=False)
+        answer = kit.post(url, self.BODY, {}, 10)
+        self.assertEqual((answer.status, answer.retry_after), (503, "7"))
+
+    def test_no_answer_at_all_is_still_an_error(self) -> None:
+        url = self.serve(b"", reset=True)
+        with self.assertRaises((OSError, http.client.HTTPException)):
+            kit.post(url, self.BODY, {}, 10)
+
+
+class RejectedStoreTest(unittest.TestCase):
+    def setUp(self) -> None:
+        self.spool = tempfile.mkdtemp(prefix="kit-rejected-")
+        self.addCleanup(shutil.rmtree, self.spool)
+        self.directory = kit.rejected_dir(self.spool)
+
+    def keep(self, webhook_id: str, status: int = 401, body: bytes = b'{"job_id": "job-1"}') -> str:
+        return kit.rejected_write(self.directory, webhook_id, body, url="http://h:3001/x", status=status,
+                                  answer={"error": "invalid_signature"}, reason=f"{status} invalid_signature")
+
+    def test_one_private_file_per_delivery_read_back_whole(self) -> None:
+        body = kit.encode_payload({"job_id": "job-1", "content": "Ça pousse 🍅"})
+        path = self.keep("msg_1", body=body)
+        self.assertEqual(os.path.dirname(path), os.path.join(self.spool, "rejected"))
+        self.assertEqual(os.listdir(self.directory), [os.path.basename(path)], "no temporary left")
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+        self.assertEqual(stat.S_IMODE(os.stat(self.directory).st_mode) & 0o077, 0)
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+        self.assertEqual(set(record), {"webhook_id", "body", "url", "status", "answer", "reason", "rejected_at"})
+        kept = kit.rejected_read(path)
+        self.assertEqual((kept.webhook_id, kept.body, kept.status, kept.job_id, kept.url), ("msg_1", body, 401, "job-1", "http://h:3001/x"))
+
+    def test_a_new_rejection_replaces_the_file(self) -> None:
+        first = self.keep("msg_1", 401)
+        second = self.keep("msg_1", 422)
+        self.assertEqual(first, second)
+        self.assertEqual([kept.status for kept in kit.rejected(self.spool)], [422])
+
+    def test_ids_that_sanitise_alike_do_not_collide(self) -> None:
+        paths = {self.keep("msg/1"), self.keep("msg:1"), self.keep("../msg_1")}
+        self.assertEqual(len(paths), 3)
+        self.assertTrue(all(os.path.dirname(path) == self.directory for path in paths))
+        self.assertEqual(sorted(kept.webhook_id for kept in kit.rejected(self.spool)), ["../msg_1", "msg/1", "msg:1"])
+
+    def test_listed_oldest_first_skipping_what_is_not_a_rejection(self) -> None:
+        self.keep("msg_b")
+        self.keep("msg_a")
+        Path(self.directory, "junk.json").write_text("{")
+        Path(self.directory, ".spooling-x.tmp").write_text("partial")
+        with self.assertLogs(kit.log, "WARNING") as logged:
+            self.assertEqual([kept.webhook_id for kept in kit.rejected(self.spool)], ["msg_b", "msg_a"])
+        self.assertIn("junk.json is not a rejected delivery", logged.output[0])
+        self.assertEqual(kit.rejected(os.path.join(self.spool, "absent")), [])
+        self.assertEqual(kit.spool_list(self.spool), [], "rejected/ is not the spool")
+
+    def test_drop_and_unknown_ids(self) -> None:
+        self.keep("msg_1")
+        self.assertEqual(kit.drop("msg_1", spool_dir=self.spool).webhook_id, "msg_1")
+        self.assertEqual(kit.rejected(self.spool), [])
+        with self.assertRaises(kit.UnknownDelivery):
+            kit.drop("msg_1", spool_dir=self.spool)
+        with self.assertRaises(LookupError):
+            kit.resend("msg_1", spool_dir=self.spool)
+
+    def test_a_failed_write_leaves_nothing(self) -> None:
+        with mock.patch("os.fsync", side_effect=OSError(28, "No space left on device")):
+            with self.assertRaises(OSError):
+                self.keep("msg_1")
+        self.assertEqual(os.listdir(self.directory), [])
+
+
+class SizeCheckTest(unittest.TestCase):
+    def setUp(self) -> None:
+        self.spool = tempfile.mkdtemp(prefix="kit-size-")
+        self.addCleanup(shutil.rmtree, self.spool)
+
+    def test_over_the_limit_is_rejected_without_an_attempt(self) -> None:
+        payload = {"job_id": "big", "content": "x" * 5000}
+        with mock.patch.object(kit, "post", side_effect=AssertionError("no attempt may be made")), self.assertLogs(kit.log, "INFO"):
+            with self.assertRaises(kit.WebhookRejected) as caught:
+                kit.send(payload, url="http://127.0.0.1:9/x", secret="", spool_dir=self.spool, max_body_bytes=4096)
+        error = caught.exception
+        self.assertEqual(error.status, 413)
+        size = len(kit.encode_payload(payload))
+        self.assertIn(f"the body is {size} bytes, over max_body_bytes 4096", str(error))
+        self.assertIsNotNone(error.path)
+        self.assertIn(f"kept in {error.path}", str(error))
+        self.assertEqual([kept.body for kept in kit.rejected(self.spool)], [kit.encode_payload(payload)])
+
+    def test_the_limit_from_the_environment(self) -> None:
+        with mock.patch.dict(os.environ, {"WEBHOOK_MAX_BODY_BYTES": "123"}):
+            self.assertEqual(kit._resolve_max_body_bytes(None), 123)
+            self.assertEqual(kit._resolve_max_body_bytes(50), 50)
+        with mock.patch.dict(os.environ, {"WEBHOOK_MAX_BODY_BYTES": ""}):
+            self.assertEqual(kit._resolve_max_body_bytes(None), kit.DEFAULT_MAX_BODY_BYTES)
+        for bad in ["abc", "0", "-1", "1.5"]:
+            with mock.patch.dict(os.environ, {"WEBHOOK_MAX_BODY_BYTES": bad}):
+                with self.assertRaises(ValueError, msg=bad):
+                    kit._resolve_max_body_bytes(None)
+        for bad_argument in [0, -1, True]:
+            with self.assertRaises(ValueError):
+                kit._resolve_max_body_bytes(bad_argument)
 
 
 class CompatibilityTest(unittest.TestCase):

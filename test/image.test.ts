@@ -65,6 +65,14 @@ if (engine && await requiresPostgres(t, 'the image against the host\'s Postgres'
       JSON.parse((await engine.run(['image', 'inspect', '--format', '{{json .Config.Healthcheck}}', IMAGE])).stdout || 'null')
     t.match(health?.Test?.join(' '), /node -e .*\/health/, 'the HEALTHCHECK is in the image (Docker format)')
 
+    const config = JSON.parse((await engine.run(['image', 'inspect', '--format', '{{json .Config}}', IMAGE])).stdout) as { User: string, Env: string[], Entrypoint: string[], Cmd: string[], ExposedPorts: Record<string, unknown> }
+    t.match(config, { User: 'node', Entrypoint: ['/usr/bin/tini', '--'], Cmd: ['node', 'dist/server.js'] }, 'runs node dist/server.js under tini as node')
+    t.ok(config.Env.includes('ENVIRONMENT=production') && config.Env.includes('NODE_ENV=production'), 'production by default')
+    t.ok('3001/tcp' in config.ExposedPorts, 'exposes 3001')
+    // Node 20 reached its end of life on 2026-04-30; 24 is the Active LTS line (until 2028-04-30).
+    const version = await engine.run(['run', '--rm', IMAGE, 'node', '--version'])
+    t.match(version.stdout.trim(), /^v24\./, `on Node 24 (${version.stdout.trim()})`)
+
     const listing = await engine.run(['run', '--rm', '--entrypoint', 'sh', IMAGE, '-c',
       'ls /app; echo --; ls /app/node_modules /app/node_modules/.bin 2>/dev/null; echo --; ls /var/cache/apt/archives /var/lib/apt/lists'])
     const [app = '', modules = '', apt = ''] = listing.stdout.split('--\n')

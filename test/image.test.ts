@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, rm, symlink } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
@@ -48,6 +48,21 @@ async function du (engine: ContainerEngine, path: string): Promise<number> {
   const run = await engine.run(['run', '--rm', '--entrypoint', 'du', IMAGE, '-sm', path])
   return Number(run.stdout.split(/\s/)[0])
 }
+
+t.test('npm run image:build: --help; without an engine, one line and exit 1', async (t) => {
+  const help = await runProcess('bash', [join(ROOT, 'scripts/image-build.sh'), '--help'], { env: plainEnv() })
+  t.equal(help.code, 0)
+  t.match(help.stdout, /^usage: npm run image:build/)
+  // A PATH with neither podman nor docker (only what the script needs before it looks for them).
+  const bare = await mkdtemp(join(tmpdir(), 'bcw-no-engine-'))
+  t.teardown(() => rm(bare, { recursive: true, force: true }))
+  await symlink('/usr/bin/dirname', join(bare, 'dirname'))
+  const none = await runProcess('/bin/bash', [join(ROOT, 'scripts/image-build.sh')], { env: { PATH: bare } })
+  t.equal(none.code, 1, 'exit 1')
+  t.equal(none.stdout, '')
+  t.match(none.stderr, /^image:build: no container engine here: install podman .*\n$/, 'one line that says what to install')
+  t.equal(none.stderr.split('\n').length, 2, 'and only that line')
+})
 
 const engine = await requiresEngine(t, 'the image: built from the Dockerfile and run')
 if (engine && await requiresPostgres(t, 'the image against the host\'s Postgres')) {

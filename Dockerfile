@@ -24,7 +24,9 @@ ENV NODE_ENV=production \
     PORT=3001
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
+# --omit=optional too: drizzle-orm's optional peers (PGlite, @types/pg, @types/node) are in the lock
+# file for development and tests; production never loads them (PGlite alone is 27 MB).
+RUN npm ci --omit=dev --omit=optional --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist ./dist
 COPY migrations ./migrations
 # Files stay owned by root: the service cannot rewrite its own code.

@@ -22,10 +22,11 @@ function loadEnvFile (): void {
 }
 
 async function main (): Promise<void> {
-  let config
+  let config, app
   try {
     loadEnvFile()
     config = loadConfig()
+    app = await buildApp(config)
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`configuration error: ${err.message}\n`)
@@ -34,7 +35,6 @@ async function main (): Promise<void> {
     throw err
   }
 
-  const app = await buildApp(config)
   if (config.environment === 'development') {
     app.log.warn('development: requests without signature headers are accepted (logged verified: false); outside development every request must be signed')
     if (config.weakSecrets > 0) app.log.warn('WEBHOOK_SECRET holds a weak key (under 24 bytes): refused outside development')

@@ -7,6 +7,7 @@ import pg from 'pg'
 import type { FastifyBaseLogger as Logger } from 'fastify'
 import { classifyDatabaseError } from '../errors.ts'
 import * as schema from './schema.ts'
+import { ConfigError } from '../config.ts'
 
 /**
  * Statements are drizzle `sql` templates or query-builder objects, compiled by one dialect and sent
@@ -203,9 +204,13 @@ function openPostgres (connectionString: string, options: DatabaseOptions, timeo
 
 async function openEmbedded (dataDir: string, log: Logger): Promise<DatabaseHandle> {
   // Loaded only here: production and the operator commands never pay for the embedded database.
+  // A development dependency: the image (npm ci --omit=dev) has none, and says so in one line.
   const [{ PGlite }, { drizzle: drizzlePglite }, { migrateEmbedded }] = await Promise.all([
     import('@electric-sql/pglite'), import('drizzle-orm/pglite'), import('./migrations.ts'),
-  ])
+  ]).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'ERR_MODULE_NOT_FOUND') throw err
+    throw new ConfigError('DATABASE_URL', 'is not set and the embedded database (PGlite, a development dependency) is not installed here: set DATABASE_URL')
+  })
   const client = await PGlite.create(dataDir)
   await migrateEmbedded(drizzlePglite(client))
 

@@ -30,8 +30,13 @@ interface PodmanOverlay {
  *   constrained memory, so the load shedder would work from the request instead of the limit.
  *   The kubelet sets no such limit (cgroup v1, and v2 without the alpha MemoryQoS gate).
  * - The emptyDir's name is this pod's own: podman makes a named volume of it.
+ *
+ * One file per pod (its ConfigMaps beside it), so that both can be played at once: their init
+ * containers then race for the migration lock, as two replicas of a rollout do (one kube play
+ * makes its pods one after the other). Services and disruption budgets mean nothing to podman
+ * (kube play skips them): they go in the first file as they are.
  */
-export function podmanOverlay (base: KubeObject[], overlay: PodmanOverlay): KubeObject[] {
+export function podmanOverlay (base: KubeObject[], overlay: PodmanOverlay): KubeObject[][] {
   const deployment = base.find((object) => object.kind === 'Deployment') as DeploymentObject
   const configMap = base.find((object) => object.kind === 'ConfigMap') as KubeObject & { data: Record<string, string> }
   const secretName = deployment.spec.template.spec.containers[0]!.envFrom!.find((source) => source.secretRef)!.secretRef!.name
@@ -42,8 +47,8 @@ export function podmanOverlay (base: KubeObject[], overlay: PodmanOverlay): Kube
     data: { DATABASE_URL: overlay.databaseUrl, WEBHOOK_SECRET: overlay.webhookSecret },
   }
 
-  const objects: KubeObject[] = [fromSecret]
-  overlay.ports.forEach((port, index) => {
+  const rest = base.filter((object) => !['Deployment', 'ConfigMap'].includes(object.kind))
+  return overlay.ports.map((port, index) => {
     const name = `${deployment.metadata.name}-${overlay.runId}-${index}`
     const settings = { ...configMap, metadata: { ...configMap.metadata, name }, data: { ...configMap.data, PORT: String(port), HOST: '127.0.0.1' } }
     const spec = structuredClone(deployment.spec.template.spec)
@@ -59,15 +64,14 @@ export function podmanOverlay (base: KubeObject[], overlay: PodmanOverlay): Kube
       delete resources?.requests?.memory
       for (const mount of container.volumeMounts as Array<{ name: string }>) mount.name = renamed.get(mount.name)!
     }
-    objects.push(settings, {
+    const pod = {
       apiVersion: 'v1',
       kind: 'Pod',
       metadata: { name, labels: { ...deployment.spec.template.metadata.labels } },
       spec: { ...spec, hostNetwork: true, restartPolicy: 'OnFailure' },
-    })
+    }
+    return [fromSecret, settings, pod, ...(index === 0 ? rest : [])]
   })
-  // Services, disruption budgets and network policies mean nothing to podman: kube play skips them.
-  return [...objects, ...base.filter((object) => !['Deployment', 'ConfigMap'].includes(object.kind))]
 }
 
 /** Objects as one multi-document YAML file, as `podman kube play` and `kube down` read it. */

@@ -55,7 +55,8 @@ if (engine && runnable === true && await requiresPostgres(t, 'podman kube play o
     t.teardown(drop)
 
     const runId = randomUUID().slice(0, 8)
-    const ports = [await freePort(), await freePort()]
+    const ports = [await freePort()]
+    while (ports.length < 2) ports.push(...[await freePort()].filter((port) => !ports.includes(port)))
     const perPod = podmanOverlay(await renderBase(), { runId, ports, databaseUrl, webhookSecret: TEST_SECRET })
     for (const object of new Set(perPod.flat())) t.same(await schemaErrors(object), [], `the overlay's ${object.kind} ${object.metadata.name} is still valid Kubernetes`)
 

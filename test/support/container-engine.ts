@@ -16,7 +16,7 @@ export interface ContainerEngine {
 }
 
 // podman without systemd logs this on every run of an image with a HEALTHCHECK, and goes on.
-const SYSTEMD_NOISE = /^time="[^"]*" level=error msg="unable to get systemd connection[^\n]*\n?/gm
+const SYSTEMD_NOISE = /^time="[^"]*" level=error msg="[^\n]*unable to get systemd connection[^\n]*\n?/gm
 
 /** An environment for child processes without tap's NODE_OPTIONS (its loader has no place in them). */
 export function plainEnv (extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {

@@ -47,6 +47,7 @@ t.test('kustomization.yaml lists every manifest but the *.example.yaml files, ea
   const kustomization = await readKustomization()
   t.equal(kustomization.apiVersion, 'kustomize.config.k8s.io/v1beta1')
   t.equal(kustomization.kind, 'Kustomization')
+  t.same(Object.keys(kustomization).sort(), ['apiVersion', 'kind', 'resources'], 'resources only: the base renders as its files are, which the run test relies on')
   const files = (await readdir(BASE_DIR)).filter((file) => file !== 'kustomization.yaml')
   t.same(files.filter((file) => !file.endsWith('.yaml')), [], 'nothing but YAML in the base')
   t.same([...kustomization.resources].sort(), files.filter((file) => !isExample(file)).sort(), 'every manifest but the examples is a resource')

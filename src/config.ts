@@ -45,14 +45,28 @@ const PRESSURE_LIMITS = {
 }
 
 /**
+ * The `--max-old-space-size` the process was started with (its command line, else NODE_OPTIONS), in
+ * bytes. V8's heap_size_limit adds the young generation to it, and Node 24 reserves 192 MiB there
+ * against Node 20's 48: the heap runs out at the old space's size (docs/PERFORMANCE.md).
+ */
+function maxOldSpaceBytes (): number | undefined {
+  // NODE_OPTIONS may quote each option ("--max-old-space-size=256" "--import=…").
+  const flags = [...(process.env.NODE_OPTIONS ?? '').split(/\s+/).map((flag) => flag.replace(/^"(.*)"$/, '$1')), ...process.execArgv]
+  const given = flags.map((flag) => /^--max[-_]old[-_]space[-_]size=(\d+)$/.exec(flag)?.[1]).filter(Boolean).at(-1)
+  return given ? Number(given) * 1024 * 1024 : undefined
+}
+
+/**
  * The limits for this process: a container's memory limit (cgroup), when lower, lowers the RSS
- * limit to 80 % of it, and V8's own heap limit (`--max-old-space-size`) the heap limit likewise.
+ * limit to 80 % of it, and the old space (`--max-old-space-size`, else V8's heap limit, which it
+ * derives from the memory with a small young generation) the heap limit likewise.
  */
 export function pressureLimits () {
   const constrained = process.constrainedMemory?.() || Infinity
+  const heap = maxOldSpaceBytes() ?? getHeapStatistics().heap_size_limit
   return {
     maxEventLoopDelayMs: PRESSURE_LIMITS.maxEventLoopDelayMs,
-    maxHeapUsedBytes: Math.floor(Math.min(PRESSURE_LIMITS.maxHeapUsedBytes, 0.8 * getHeapStatistics().heap_size_limit)),
+    maxHeapUsedBytes: Math.floor(Math.min(PRESSURE_LIMITS.maxHeapUsedBytes, 0.8 * heap)),
     maxRssBytes: Math.floor(Math.min(PRESSURE_LIMITS.maxRssBytes, 0.8 * constrained)),
   }
 }

@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, rm, symlink } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
@@ -48,6 +48,21 @@ async function du (engine: ContainerEngine, path: string): Promise<number> {
   const run = await engine.run(['run', '--rm', '--entrypoint', 'du', IMAGE, '-sm', path])
   return Number(run.stdout.split(/\s/)[0])
 }
+
+t.test('npm run image:build: --help; without an engine, one line and exit 1', async (t) => {
+  const help = await runProcess('bash', [join(ROOT, 'scripts/image-build.sh'), '--help'], { env: plainEnv() })
+  t.equal(help.code, 0)
+  t.match(help.stdout, /^usage: npm run image:build/)
+  // A PATH with neither podman nor docker (only what the script needs before it looks for them).
+  const bare = await mkdtemp(join(tmpdir(), 'bcw-no-engine-'))
+  t.teardown(() => rm(bare, { recursive: true, force: true }))
+  await symlink('/usr/bin/dirname', join(bare, 'dirname'))
+  const none = await runProcess('/bin/bash', [join(ROOT, 'scripts/image-build.sh')], { env: { PATH: bare } })
+  t.equal(none.code, 1, 'exit 1')
+  t.equal(none.stdout, '')
+  t.match(none.stderr, /^image:build: no container engine here: install podman .*\n$/, 'one line that says what to install')
+  t.equal(none.stderr.split('\n').length, 2, 'and only that line')
+})
 
 const engine = await requiresEngine(t, 'the image: built from the Dockerfile and run')
 if (engine && await requiresPostgres(t, 'the image against the host\'s Postgres')) {
@@ -125,7 +140,7 @@ if (engine && await requiresPostgres(t, 'the image against the host\'s Postgres'
     const table = processes.stdout.trim().split('\n').map((line) => line.trim().split(/\s+/))
     t.match(table.find(([pid]) => pid === '1')?.slice(3).join(' '), /^\/usr\/bin\/tini -- node dist\/server\.js$/, 'tini is PID 1')
     const node = table.find((row) => row.slice(3).join(' ') === 'node dist/server.js')
-    t.equal(node?.[1], '1', `node is its child (${processes.stdout.trim().replaceAll('\n', '; ')})`)
+    t.equal(node?.[1], '1', `node (PID ${node?.[0]}) is its child`)
     t.equal(node?.[2], 'uid=1000', 'node runs as uid 1000')
     t.equal((await container.exec(['id', '-u'])).stdout.trim(), '1000', 'the image user is uid 1000')
     const write = await container.exec(['sh', '-c', 'touch /app/x || touch /home/node/x; echo ok > /tmp/x && cat /tmp/x'])

@@ -9,7 +9,7 @@ import { once } from 'node:events'
 import { runProcess, type ProcessRun } from './process.ts'
 
 /** Where .ci/install-engine.sh unpacks Docker Compose v2 (Debian 13's docker-compose package). */
-const CACHED_COMPOSE = '/var/cache/bcw-ci/compose-2.26.1/usr/libexec/docker/cli-plugins/docker-compose'
+const CACHED_COMPOSE = `${process.env.BCW_CI_CACHE ?? '/var/cache/bcw-ci'}/compose-2.26.1/usr/libexec/docker/cli-plugins/docker-compose`
 
 /** Docker Compose v2 as `[command, ...prefix args]`, or why there is none (a skip reason). */
 export async function composeTool (): Promise<string[] | string> {

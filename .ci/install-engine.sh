@@ -35,7 +35,9 @@ say () { echo "install-engine: $*"; }
 
 # 1. podman with runc (cgroup v1 here), netavark + aardvark-dns for compose's network and its
 #    service names, iptables for published ports, debootstrap for the stand-in bases.
-packages=(podman runc netavark aardvark-dns iptables debootstrap)
+#    catatonit: the pause process of a pod's infra container, without which `podman kube play`
+#    (test/kubernetes-run.test.ts) fails (podman only recommends it).
+packages=(podman runc netavark aardvark-dns iptables debootstrap catatonit)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")

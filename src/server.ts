@@ -3,12 +3,10 @@ import type { AddressInfo } from 'node:net'
 import closeWithGrace from 'close-with-grace'
 import { buildApp } from './app.ts'
 import { API_DOCS_PATH } from './plugins/api-docs.ts'
+import { SHUTDOWN_GRACE_MS } from './plugins/graceful-close.ts'
 import { BOOK_COMPLETION_PATH } from './routes/book-completion.ts'
 import { ConfigError, loadConfig } from './config.ts'
 import { stackFrames } from './logger.ts'
-
-/** How long in-flight deliveries get to finish after SIGTERM/SIGINT. */
-export const SHUTDOWN_GRACE_MS = 10_000
 
 /** Read at start when present, in the working directory; variables already set win over it. */
 const ENV_FILE = '.env'

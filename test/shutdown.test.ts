@@ -2,6 +2,7 @@ import { connect } from 'node:net'
 import pg from 'pg'
 import t from 'tap'
 import { Agent } from 'undici'
+import { SHUTDOWN_GRACE_MS } from '../src/plugins/graceful-close.ts'
 import { BOOK_COMPLETION_PATH } from '../src/routes/book-completion.ts'
 import { completedDelivery } from '../scripts/deliveries.ts'
 import { deliver, freshDatabase, requiresPostgres, signedHeaders, TEST_SECRET, waitFor } from './helper.ts'
@@ -9,8 +10,6 @@ import { spawnServer } from './support/process.ts'
 import { openRaw } from './support/raw-socket.ts'
 
 const DELIVERIES = 20
-/** SHUTDOWN_GRACE_MS of src/server.ts (importing that module would start a server). */
-const SHUTDOWN_GRACE_MS = 10_000
 
 if (await requiresPostgres(t, 'SIGTERM with deliveries in flight')) {
   const databaseUrl = (await freshDatabase(t))!

@@ -102,6 +102,8 @@ export function runProcess (command: string, args: string[], options: {
     const out = capture(child)
     child.on('error', (err) => reject(new Error(`cannot run ${command}: ${err.message}`)))
     child.on('close', (code) => resolve({ code, stdout: out.stdout, stderr: out.stderr, ms: performance.now() - begun }))
+    // A command may exit without reading its input (--help, an early error): that is its answer, not a failure.
+    child.stdin.on('error', (err: NodeJS.ErrnoException) => { if (err.code !== 'EPIPE') reject(err) })
     child.stdin.end(options.stdin ?? '')
   })
 }

@@ -23,10 +23,17 @@ interface AppOptions {
   database?: DatabaseHandle
 }
 
-/** Fastify's own 4xx errors, by code, with the contract's `error` names. */
-const FRAMEWORK_ERRORS: Record<string, { statusCode: number, error: string }> = {
+/**
+ * Fastify's own 4xx errors, by code, with the contract's `error` names; `message`, where given,
+ * replaces Fastify's with one the sender can act on.
+ */
+const FRAMEWORK_ERRORS: Record<string, { statusCode: number, error: string, message?: (config: Config) => string }> = {
   FST_ERR_CTP_INVALID_MEDIA_TYPE: { statusCode: 415, error: 'unsupported_media_type' },
-  FST_ERR_CTP_BODY_TOO_LARGE: { statusCode: 413, error: 'payload_too_large' },
+  FST_ERR_CTP_BODY_TOO_LARGE: {
+    statusCode: 413,
+    error: 'payload_too_large',
+    message: (config) => `the body is larger than this service's limit of ${config.bodyLimitBytes} bytes (BODY_LIMIT_BYTES)`,
+  },
   FST_ERR_CTP_INVALID_CONTENT_LENGTH: { statusCode: 400, error: 'invalid_content_length' },
   FST_ERR_CTP_EMPTY_JSON_BODY: { statusCode: 400, error: 'invalid_json' },
   FST_ERR_CTP_INVALID_JSON_BODY: { statusCode: 400, error: 'invalid_json' },
@@ -73,7 +80,7 @@ export async function buildApp (config: Config, options: AppOptions = {}) {
   await app.register(metricsPlugin)
 
   app.setErrorHandler((err: FastifyError, request, reply) => {
-    const { statusCode, body, headers, database } = toResponse(err)
+    const { statusCode, body, headers, database } = toResponse(err, config)
     if (statusCode >= 500) {
       // Never log the error itself: a failed query's message carries the SQL and the book text.
       // A 500 is a bug of ours: its stack frames say where.
@@ -106,12 +113,12 @@ interface ErrorResponse {
 }
 
 /** Classifies an error once. 5xx only when a retry by the sender can help, or for our own bugs. */
-function toResponse (err: FastifyError): ErrorResponse {
+function toResponse (err: FastifyError, config: Config): ErrorResponse {
   if (err instanceof HttpError) {
     return { statusCode: err.statusCode, body: { error: err.code, message: err.message }, headers: err.headers }
   }
   const framework = err.code ? FRAMEWORK_ERRORS[err.code] : undefined
-  if (framework) return { statusCode: framework.statusCode, body: { error: framework.error, message: err.message }, headers: {} }
+  if (framework) return { statusCode: framework.statusCode, body: { error: framework.error, message: framework.message?.(config) ?? err.message }, headers: {} }
 
   if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) {
     return { statusCode: err.statusCode, body: { error: 'bad_request', message: err.message }, headers: {} }

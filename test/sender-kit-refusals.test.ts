@@ -140,7 +140,7 @@ t.test('413 from the service (the kit\'s limit above the service\'s): read in on
   const size = Buffer.byteLength(kept!.body)
   t.ok(size > 12 * 1024 * 1024, `kept with its whole body (${size} bytes)`)
   t.match(kept, { status: 413, webhook_id: outcome.rejected!.webhook_id, job_id: delivery.job_id })
-  t.match(outcome.rejected!.message, `The body is ${size} bytes, over the service's BODY_LIMIT_BYTES`, 'the hint names the size')
+  t.match(outcome.rejected!.message, `The body is ${size} bytes; the service's limit is ${SERVICE_LIMIT} bytes`, 'the hint names both sizes, the limit from the service\'s answer')
   t.same(await listing(spool), ['rejected'], 'nothing spooled')
   t.equal(await count(production, 'book_jobs', sql`id = ${delivery.job_id}`), 0)
 
@@ -153,7 +153,7 @@ t.test('413 from the service (the kit\'s limit above the service\'s): read in on
 
 t.test('an answer sent before the server reset the upload is read: a 413 is kept (20 of 20), a 503 is retried then spooled', async (t) => {
   const spool = join(await tempDir(t, 'kit-early-'), 'spool')
-  const refusing = await earlyAnswerer(t, 413, {}, { error: 'payload_too_large', message: `the body is over ${SERVICE_LIMIT} bytes` })
+  const refusing = await earlyAnswerer(t, 413, {}, { error: 'payload_too_large', message: `the body is larger than this service's limit of ${SERVICE_LIMIT} bytes (BODY_LIMIT_BYTES)` })
   // The kit's transport, 20 posts of a 12 MB book in one process, then one send() through it all.
   const body = Buffer.from(JSON.stringify(bigBook(12 * 1024 * 1024)), 'utf8')
   const run = await python(['-c', `
@@ -179,7 +179,7 @@ print(json.dumps({"seen": seen, "message": message}))
   const { seen, message } = JSON.parse(run.stdout) as { seen: unknown[], message: string }
   t.same(seen, Array(20).fill(413), '20 of 20 read the 413')
   t.equal(refusing.requests(), 21, 'one attempt each')
-  t.equal(message, `413 payload_too_large: the body is over ${SERVICE_LIMIT} bytes. The body is ${body.length} bytes; the service's limit is ${SERVICE_LIMIT} bytes`, 'the limit the answer gave')
+  t.equal(message, `413 payload_too_large: the body is larger than this service's limit of ${SERVICE_LIMIT} bytes (BODY_LIMIT_BYTES). The body is ${body.length} bytes; the service's limit is ${SERVICE_LIMIT} bytes`, 'the limit the answer gave')
   t.equal((await keptIn(spool)).length, 1)
 
   const busy = await earlyAnswerer(t, 503, { 'retry-after': '0' }, { error: 'overloaded', message: 'too many bodies in flight; retry later' })

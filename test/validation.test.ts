@@ -122,6 +122,7 @@ t.test('413 above BODY_LIMIT_BYTES, with a JSON body; a multi-megabyte book unde
   const answer = await deliver(small.endpoint, payload)
   t.equal(answer.status, 413)
   t.equal(answer.body.error, 'payload_too_large')
+  t.equal(answer.body.message, 'the body is larger than this service\'s limit of 4096 bytes (BODY_LIMIT_BYTES)', 'the message states the limit')
   t.same(await snapshot(small), before)
 
   const large = completedDelivery({ userId: 'u1', chapters: 40, paragraphs: 1000 })

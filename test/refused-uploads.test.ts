@@ -15,7 +15,8 @@ const databaseUrl = await freshDatabase(t)
 const MiB = 1024 * 1024
 const TRIES = 20
 const PYTHON_SENDER = 'test/fixtures/send-whole-body.py'
-const service = await startApp(t, testConfig(databaseUrl))
+const config = testConfig(databaseUrl)
+const service = await startApp(t, config)
 const twelveMegabytes = Buffer.alloc(12_000_000, 'x')
 
 function head (framing: number | 'chunked'): string {
@@ -39,13 +40,16 @@ async function everyTry (t: Test, what: string, send: () => Promise<WholeSendRes
   for (let i = 0; i < TRIES; i++) {
     const answer = answerOf(await send())
     const ok = answer.status === expected.status && answer.headers.connection === 'close' && JSON.stringify(answer.body) === JSON.stringify(expected.body)
-    const outcome = ok ? String(answer.status) : `${answer.status ?? 'none'} ${answer.broke ?? ''}`.trim()
+    const outcome = ok ? String(answer.status) : `${answer.status ?? 'none'} ${answer.broke ?? `connection: ${answer.headers.connection}, ${JSON.stringify(answer.body)}`}`
     outcomes[outcome] = (outcomes[outcome] ?? 0) + 1
   }
   t.same(outcomes, { [expected.status]: TRIES }, `${what}: ${expected.status}, its JSON body and Connection: close in ${TRIES} of ${TRIES} (${JSON.stringify(outcomes)})`)
 }
 
-const TOO_LARGE = { status: 413, body: { error: 'payload_too_large', message: 'Request body is too large' } }
+const TOO_LARGE = {
+  status: 413,
+  body: { error: 'payload_too_large', message: `the body is larger than this service's limit of ${config.bodyLimitBytes} bytes (BODY_LIMIT_BYTES)` },
+}
 
 t.test('a 12 MB body written whole before reading: the 413 is read, declared or chunked, 20 of 20', async (t) => {
   await everyTry(t, 'declared Content-Length', () => sendWholeThenRead(service.url, head(twelveMegabytes.length), twelveMegabytes), TOO_LARGE)
@@ -58,7 +62,7 @@ t.test("Python's http.client, a real process writing 12 MB: it reads the 413", a
   for (const framing of ['content-length', 'chunked']) {
     const run = await runProcess('python3', [PYTHON_SENDER, service.endpoint, '12000000', framing], { timeoutMs: 60_000 })
     t.equal(run.code, 0, run.stderr)
-    t.equal(run.stdout.trim(), '413 close {"error":"payload_too_large","message":"Request body is too large"}', `${framing}: the 413, not a BrokenPipeError`)
+    t.equal(run.stdout.trim(), `413 close ${JSON.stringify(TOO_LARGE.body)}`, `${framing}: the 413, not a BrokenPipeError`)
   }
 })
 

@@ -198,6 +198,36 @@ t.test('retries: 503 + Retry-After, 429 + an HTTP-date Retry-After, a dropped co
   t.equal(await count(production, 'books', sql`job_id = ${delivery.job_id}`), 1)
 })
 
+t.test('an outbound proxy from http_proxy / https_proxy: the absolute URL and Basic credentials, no_proxy bypasses it, HTTPS tunnels with CONNECT', async (t) => {
+  const proxy = await startProxy(t, production)
+  const proxyUrl = new URL(proxy.endpoint)
+  const viaProxy = { http_proxy: `http://kit%40backend:pa%3Ass@${proxyUrl.host}` }
+
+  proxy.expect()
+  const delivery = book('reader-1')
+  const outcome = await library('send', { url: production.endpoint, secret: TEST_SECRET, backoff: QUICK_BACKOFF }, delivery, viaProxy)
+  t.match(outcome.delivered, { success: true, created: true }, 'delivered through the proxy', { stderr: outcome.run.stderr })
+  t.equal(proxy.seen.length, 1, 'one request reached the proxy')
+  t.equal(proxy.seen[0]!.url, production.endpoint, 'with the service\'s absolute URL')
+  t.equal(proxy.seen[0]!.headers['proxy-authorization'], `Basic ${Buffer.from('kit@backend:pa:ss').toString('base64')}`, 'the proxy URL\'s credentials, decoded')
+  t.equal(proxy.seen[0]!.headers.host, new URL(production.endpoint).host, 'Host is the service')
+  t.equal(await count(production, 'books', sql`job_id = ${delivery.job_id}`), 1, 'stored')
+
+  proxy.expect()
+  const direct = await library('send', { url: production.endpoint, secret: TEST_SECRET, backoff: QUICK_BACKOFF }, book('reader-1'), { ...viaProxy, no_proxy: 'localhost,127.0.0.1' })
+  t.match(direct.delivered, { success: true }, 'no_proxy: delivered')
+  t.equal(proxy.seen.length, 0, 'no_proxy: straight to the service')
+
+  const spool = join(await tempDir(t, 'kit-proxy-'), 'spool')
+  const tunnelled = await library('send', { url: 'https://books.internal:3443/api/webhooks/book-completion', secret: TEST_SECRET, spool_dir: spool, max_attempts: 2, backoff: QUICK_BACKOFF },
+    book('reader-1'), { https_proxy: `http://ops:secret@${proxyUrl.host}` })
+  t.same(proxy.tunnels.map((tunnel) => tunnel.target), ['books.internal:3443', 'books.internal:3443'], 'HTTPS: a CONNECT to the service\'s host and port, each attempt')
+  t.equal(proxy.tunnels[0]!.headers['proxy-authorization'], `Basic ${Buffer.from('ops:secret').toString('base64')}`, 'with the credentials')
+  t.equal(proxy.seen.length, 0, 'no request in the clear')
+  t.match(attemptLines(tunnelled.run.stderr)[0], /403/, 'the proxy\'s refusal is in the attempt line')
+  t.ok(tunnelled.spooled, 'a tunnel the proxy refuses is a network failure: retried, then spooled')
+})
+
 t.test('a 4xx other than 429: one attempt, an error with the status and body, nothing spooled, the delivery kept in rejected/', async (t) => {
   const proxy = await startProxy(t, production)
   const spool = join(await tempDir(t, 'kit-4xx-'), 'spool')

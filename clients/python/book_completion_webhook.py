@@ -20,7 +20,8 @@ Environment (read at each call): ``WEBHOOK_URL`` (default
 ``http://localhost:3001/api/webhooks/book-completion``), ``WEBHOOK_SECRET`` (``whsec_<base64>`` or
 plain text; several separated by whitespace sign with each; unset: unsigned, for a development
 service), ``WEBHOOK_SPOOL_DIR`` (default ``./webhook-spool``), ``WEBHOOK_MAX_BODY_BYTES`` (default
-10485760, the service's default limit).
+10485760, the service's default limit); ``http_proxy`` / ``https_proxy`` / ``no_proxy`` as urllib
+reads them.
 
 Command line::
 
@@ -57,6 +58,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -342,6 +344,37 @@ def _early_answer(connection: http.client.HTTPConnection) -> Optional[Answer]:
         return None
 
 
+def proxy_for(parts: urllib.parse.SplitResult) -> Optional[urllib.parse.SplitResult]:
+    """The proxy urllib would use for this URL (``http_proxy`` / ``https_proxy``, ``no_proxy``
+    honoured), or None for a direct connection."""
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+
+
+def _connect(parts: urllib.parse.SplitResult, timeout: float) -> Tuple[http.client.HTTPConnection, str, Dict[str, str]]:
+    """The connection for one POST to ``parts``, the request target, and headers for the proxy.
+
+    Through a proxy, plain HTTP is sent to it with the absolute URL; HTTPS goes through a
+    ``CONNECT`` tunnel, so the service's certificate is still checked end to end."""
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    proxy = proxy_for(parts)
+    if proxy is None:
+        connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        return connection_class(parts.hostname or "", parts.port, timeout=timeout), target, {}
+    authorization: Dict[str, str] = {}
+    if proxy.username is not None:
+        credentials = f"{urllib.parse.unquote(proxy.username)}:{urllib.parse.unquote(proxy.password or '')}"
+        authorization["Proxy-Authorization"] = "Basic " + base64.b64encode(credentials.encode("utf-8")).decode("ascii")
+    if parts.scheme == "https":
+        tunnel = http.client.HTTPSConnection(proxy.hostname or "", proxy.port or 80, timeout=timeout)
+        tunnel.set_tunnel(parts.hostname or "", parts.port or 443, headers=authorization)
+        return tunnel, target, {}
+    direct = http.client.HTTPConnection(proxy.hostname or "", proxy.port or 80, timeout=timeout)
+    return direct, f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{target}", authorization
+
+
 def post(url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> Answer:
     """One POST. Returns any HTTP answer (redirects are not followed); raises OSError /
     HTTPException when there is none.
@@ -352,12 +385,10 @@ def post(url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> A
     write itself broke (``EPIPE``, ``ECONNRESET``) or stalled, instead of the bare network error.
     """
     parts = urllib.parse.urlsplit(url)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    connection = connection_class(parts.hostname or "", parts.port, timeout=timeout)
+    connection, target, proxy_headers = _connect(parts, timeout)
     try:
         connection.putrequest("POST", target, skip_accept_encoding=True)
-        for name, value in headers.items():
+        for name, value in {**proxy_headers, **headers}.items():
             connection.putheader(name, value)
         connection.putheader("Content-Length", str(len(body)))
         connection.putheader("Connection", "close")

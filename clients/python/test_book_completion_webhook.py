@@ -283,6 +283,8 @@ class HintTest(unittest.TestCase):
         self.assertEqual(self.hint(413, {"error": "payload_too_large", "limitBytes": 1048576}, size=2000000),
                          "The body is 2000000 bytes; the service's limit is 1048576 bytes")
         self.assertIn("the service's limit is 4096 bytes", self.hint(413, {"error": "payload_too_large", "message": "over 4096 bytes"}))
+        service_413 = {"error": "payload_too_large", "message": "the body is larger than this service's limit of 10485760 bytes (BODY_LIMIT_BYTES)"}
+        self.assertEqual(self.hint(413, service_413, size=12000820), "The body is 12000820 bytes; the service's limit is 10485760 bytes")
         self.assertEqual(self.hint(413, {"error": "payload_too_large", "message": "Request body is too large"}, size=2000000),
                          "The body is 2000000 bytes, over the service's BODY_LIMIT_BYTES (10485760 by default)")
         self.assertIsNone(kit.service_body_limit("<html>413</html>"))

@@ -116,11 +116,17 @@ export type Behaviour =
   | { hang: true } // the request is read and never answered
   | { forward: true, thenDown?: true } // passed to the service; thenDown: its answer is lost and the proxy goes down
 
-interface Seen { atMs: number, headers: IncomingHttpHeaders, body: Buffer }
+/** `url` is the request target as sent: a path, or the absolute URL a client sends to a forward proxy. */
+interface Seen { atMs: number, url: string, headers: IncomingHttpHeaders, body: Buffer }
 
-/** An HTTP proxy that answers a planned sequence of failures, then forwards to the service. */
+/**
+ * An HTTP proxy that answers a planned sequence of failures, then forwards to the service. It also
+ * stands in for an outbound (forward) proxy: `seen` keeps each request's target, and a `CONNECT`
+ * is recorded in `tunnels` with its headers and refused with 403 (it opens no tunnel).
+ */
 export class FlakyProxy {
   readonly seen: Seen[] = []
+  readonly tunnels: { target: string, headers: IncomingHttpHeaders }[] = []
   private plan: Behaviour[] = []
   private server: Server | undefined
   private readonly sockets = new Set<Socket>()
@@ -142,6 +148,10 @@ export class FlakyProxy {
       this.sockets.add(socket)
       socket.on('close', () => this.sockets.delete(socket))
     })
+    server.on('connect', (req: IncomingMessage, socket: Socket) => {
+      this.tunnels.push({ target: req.url ?? '', headers: req.headers })
+      socket.end('HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n')
+    })
     server.listen(this.port, '127.0.0.1')
     await once(server, 'listening')
     this.port = (server.address() as { port: number }).port
@@ -160,7 +170,7 @@ export class FlakyProxy {
     const chunks: Buffer[] = []
     for await (const chunk of req) chunks.push(chunk as Buffer)
     const body = Buffer.concat(chunks)
-    this.seen.push({ atMs: performance.now(), headers: req.headers, body })
+    this.seen.push({ atMs: performance.now(), url: req.url ?? '', headers: req.headers, body })
     const behaviour = this.plan.shift() ?? { forward: true }
     if ('answer' in behaviour) {
       const headers: Record<string, string> = { 'content-type': 'application/json' }

@@ -104,6 +104,8 @@ t.test('npm run dev on a terminal, with .env copied from .env.example: .env is r
   for (const variable of ['ENVIRONMENT', 'DATABASE_URL', 'WEBHOOK_SECRET', 'PORT', 'HOST', 'DATA_DIR']) delete env[variable]
   const dev = await spawnServer(t, 'script', ['-qec', 'npm run dev', '/dev/null'], { env, cwd: checkout, timeoutMs: 30_000 })
   const output = () => stripVTControlCharacters(dev.output())
+  // The endpoint line is logged just after Fastify's "listening" one; pino-pretty writes from its own thread.
+  await dev.waitFor('both', /webhook endpoint: POST/, 10_000)
 
   t.match(output(), /webhook endpoint: POST http:\/\/127\.0\.0\.1:\d+\//, 'HOST and PORT=0 came from .env')
   t.ok(existsSync(join(dataDir, 'PG_VERSION')), 'the embedded database is in the DATA_DIR of .env')

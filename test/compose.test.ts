@@ -8,7 +8,7 @@ import { BOOK_COMPLETION_PATH } from '../src/routes/book-completion.ts'
 import { TEST_SECRET } from './helper.ts'
 import { ROOT } from './support/compiled.ts'
 import { composeProject, composeTool, type ComposeProject } from './support/compose.ts'
-import { buildImage, ensureBaseImages, freePort, plainEnv, requiresEngine, type ContainerEngine } from './support/container-engine.ts'
+import { buildImage, ensureBaseImages, freePort, plainEnv, requiresEngine, timedSteps, type ContainerEngine } from './support/container-engine.ts'
 import { runProcess } from './support/process.ts'
 
 /**
@@ -54,8 +54,8 @@ if (typeof tool === 'string') t.test('docker-compose.yml up with the engine', { 
 if (engine && Array.isArray(tool)) {
   t.test('up: postgres healthy → migrate completed → webhook healthy; a signed delivery; down and up keep the book; restart after a crash', async (t) => {
     const begun = Date.now()
-    await Promise.all([buildImage(), ensureBaseImages(engine, ['postgres:15-bookworm'])])
-    t.comment(`the image and the Postgres stand-in ready: ${Date.now() - begun} ms`)
+    const [build, postgresBase] = await Promise.all([buildImage(), ensureBaseImages(engine, ['postgres:15-bookworm'])])
+    t.comment(`the image and the Postgres stand-in ready: ${Date.now() - begun} ms (${[...build.steps, ...timedSteps(postgresBase.stderr)].join('; ')})`)
     const port = await freePort()
     // --env-file: a .env in the checkout (a developer's) is not this test's.
     const envDir = await mkdtemp(join(tmpdir(), 'bcw-compose-'))

@@ -67,7 +67,7 @@ t.test('npm run image:build: --help; without an engine, one line and exit 1', as
 const engine = await requiresEngine(t, 'the image: built from the Dockerfile and run')
 if (engine && await requiresPostgres(t, 'the image against the host\'s Postgres')) {
   const build = await buildImage()
-  t.comment(`npm run image:build: ${(build.ms / 1000).toFixed(1)} s`)
+  t.comment(`npm run image:build: ${(build.ms / 1000).toFixed(1)} s (${build.steps.join('; ')})`)
 
   t.test('what is in the image: Docker format with its health check, production files only, small', async (t) => {
     const sizeMb = Number((await engine.run(['image', 'inspect', '--format', '{{.Size}}', IMAGE])).stdout) / 1e6

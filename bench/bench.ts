@@ -219,6 +219,8 @@ function summarize ({ options, bodyBytes, services, measured, integrity, floors,
   return {
     args: options.label,
     at: new Date().toISOString(),
+    // The service runs on the node first on PATH, the same as this process.
+    node: process.version,
     mode: options.mode,
     size: options.size,
     ascii: options.ascii,

@@ -8,13 +8,13 @@ import { requiresPostgres, TEST_SECRET } from './helper.ts'
 import { ROOT } from './support/compiled.ts'
 import { buildImage, freePort, IMAGE, plainEnv, requiresEngine, startContainer, type ContainerEngine } from './support/container-engine.ts'
 import { runProcess } from './support/process.ts'
-import { adminQuery, createDatabase } from './support/postgres.ts'
+import { adminQuery, createDatabase, POSTGRES_SOCKET_DIR, unixSocketUrl } from './support/postgres.ts'
 
 /**
  * The image operators run, built from the committed Dockerfile (npm run image:build) and run with
  * the engine: what is inside, how it starts and stops, and that it serves and migrates. The
- * containers use the host's network to reach its Postgres (127.0.0.1 only); the compose test
- * covers a port published on 127.0.0.1.
+ * one-shot containers use the host's network to reach its Postgres (127.0.0.1 only); the served
+ * one publishes its port on 127.0.0.1 and reaches Postgres through the mounted Unix socket.
  */
 
 // A cold build (stand-in bases included) takes minutes; tap's 120 s is for ordinary files.
@@ -124,15 +124,25 @@ if (engine && await requiresPostgres(t, 'the image against the host\'s Postgres'
   t.test('read-only, no capabilities: uid 1000 under tini, healthy, serves the kit, the operator commands answer, SIGTERM under load', async (t) => {
     await adminQuery("INSERT INTO users (id) VALUES ('image-user') ON CONFLICT DO NOTHING", databaseUrl)
     const port = await freePort()
+    // As operators run it: the container on its own network, its port published on 127.0.0.1; the
+    // host's Postgres through its Unix socket, mounted. Where there is no local socket, the host's network.
+    const socketUrl = unixSocketUrl(databaseUrl)
+    const network = socketUrl
+      ? ['-p', `127.0.0.1:${port}:3001`, '-v', `${POSTGRES_SOCKET_DIR}:${POSTGRES_SOCKET_DIR}:ro`, '-e', `DATABASE_URL=${socketUrl}`]
+      : ['--network', 'host', '-e', `DATABASE_URL=${databaseUrl}`, '-e', 'HOST=127.0.0.1', '-e', `PORT=${port}`]
+    t.comment(socketUrl ? `published on 127.0.0.1:${port}; Postgres through ${POSTGRES_SOCKET_DIR}` : `the host's network, port ${port} (no Postgres socket in ${POSTGRES_SOCKET_DIR} to mount)`)
     const startedAt = Date.now()
     const container = await startContainer(t, engine, {
-      args: ['--network', 'host', '--read-only', '--tmpfs', '/tmp', '--cap-drop=ALL', '--stop-timeout', '15',
-        '-e', `DATABASE_URL=${databaseUrl}`, '-e', `WEBHOOK_SECRET=${TEST_SECRET}`, '-e', 'HOST=127.0.0.1', '-e', `PORT=${port}`],
+      args: [...network, '--read-only', '--tmpfs', '/tmp', '--cap-drop=ALL', '--stop-timeout', '15', '-e', `WEBHOOK_SECRET=${TEST_SECRET}`],
     })
     const healthyMs = await container.waitHealthy(30_000)
     t.ok(healthyMs !== undefined, `healthy ${Date.now() - startedAt} ms after ${engine.name} run`)
     t.comment(`start to healthy: ${Date.now() - startedAt} ms`)
     t.equal(await container.inspect('{{.HostConfig.ReadonlyRootfs}}'), 'true', 'the root filesystem is read-only')
+    if (socketUrl) {
+      const ports = JSON.parse(await container.inspect('{{json .NetworkSettings.Ports}}')) as Record<string, Array<{ HostIp: string, HostPort: string }>>
+      t.same(ports['3001/tcp'], [{ HostIp: '127.0.0.1', HostPort: String(port) }], `3001 published on 127.0.0.1:${port} only`)
+    }
 
     // eslint-disable-next-line no-template-curly-in-string -- a shell parameter expansion
     const processes = await container.exec(['sh', '-c', 'for p in /proc/[0-9]*; do echo "${p#/proc/} $(sed -n "s/^PPid:\\t//p; s/^Uid:\\t\\([0-9]*\\).*/uid=\\1/p" $p/status | tr "\\n" " ")$(tr "\\0" " " <$p/cmdline)"; done'])
@@ -147,7 +157,7 @@ if (engine && await requiresPostgres(t, 'the image against the host\'s Postgres'
     t.match(write.stderr, /Read-only file system/, 'nothing outside /tmp can be written')
     t.equal(write.stdout.trim(), 'ok', '/tmp (tmpfs) can')
 
-    // The Python kit, on the host, signs and sends a book.
+    // The Python kit, on the host, signs and sends a book to the published port.
     const endpoint = `http://127.0.0.1:${port}${BOOK_COMPLETION_PATH}`
     const delivery = completedDelivery({ userId: 'image-user', chapters: 3 })
     const spool = await mkdtemp(join(tmpdir(), 'bcw-image-spool-'))

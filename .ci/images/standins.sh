@@ -12,8 +12,11 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-engine=${1:?usage: standins.sh ENGINE IMAGE…}
-shift
+case "${1:-}" in
+  -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  podman|docker) engine=$1; shift ;;
+  *) echo "standins.sh: the first argument is the engine, podman or docker (try --help)" >&2; exit 2 ;;
+esac
 cache=${BCW_CI_CACHE:-$([ "$(id -u)" -eq 0 ] && echo /var/cache/bcw-ci || echo "${XDG_CACHE_HOME:-$HOME/.cache}/bcw-ci")}
 # shellcheck source=versions.env
 . "$here/versions.env"

@@ -8,7 +8,7 @@ import { BOOK_COMPLETION_PATH } from '../src/routes/book-completion.ts'
 import { TEST_SECRET } from './helper.ts'
 import { ROOT } from './support/compiled.ts'
 import { composeProject, composeTool, type ComposeProject } from './support/compose.ts'
-import { buildImage, ensureBaseImages, freePort, plainEnv, requiresEngine, timedSteps, type ContainerEngine } from './support/container-engine.ts'
+import { buildImage, ensureBaseImages, freePort, plainEnv, publishedPorts, requiresEngine, timedSteps, type ContainerEngine } from './support/container-engine.ts'
 import { runProcess } from './support/process.ts'
 
 /**
@@ -55,7 +55,7 @@ if (engine && Array.isArray(tool)) {
   t.test('up: postgres healthy → migrate completed → webhook healthy; a signed delivery; down and up keep the book; restart after a crash', async (t) => {
     const begun = Date.now()
     const [build, postgresBase] = await Promise.all([buildImage(), ensureBaseImages(engine, ['postgres:15-bookworm'])])
-    t.comment(`the image and the Postgres stand-in ready: ${Date.now() - begun} ms (${[...build.steps, ...timedSteps(postgresBase.stderr)].join('; ')})`)
+    t.comment(`the image and the Postgres stand-in ready: ${Date.now() - begun} ms (${[...timedSteps(build.output), ...timedSteps(postgresBase.stderr)].join('; ')})`)
     const port = await freePort()
     // --env-file: a .env in the checkout (a developer's) is not this test's.
     const envDir = await mkdtemp(join(tmpdir(), 'bcw-compose-'))
@@ -85,7 +85,7 @@ if (engine && Array.isArray(tool)) {
     t.ok(Date.parse(webhook.StartedAt) >= Date.parse(migrate.FinishedAt), 'webhook started after migrate finished')
     t.comment(`compose up: ${Math.round(first.ms)} ms to started, webhook healthy ${webhookHealthyMs} ms later`)
 
-    const ports = JSON.parse((await engine.run(['inspect', '--format', '{{json .NetworkSettings.Ports}}', project.container('webhook')])).stdout) as Record<string, Array<{ HostIp: string, HostPort: string }>>
+    const ports = await publishedPorts(engine, project.container('webhook'))
     t.same(ports['3001/tcp'], [{ HostIp: '127.0.0.1', HostPort: String(port) }], `published on 127.0.0.1:${port} only`)
 
     const user = await compose(['exec', '-T', 'postgres', 'psql', '-U', 'webhook', '-d', 'books', '-c', "INSERT INTO users (id) VALUES ('compose-user')"])

@@ -6,7 +6,7 @@ import { completedDelivery } from '../scripts/deliveries.ts'
 import { BOOK_COMPLETION_PATH } from '../src/routes/book-completion.ts'
 import { requiresPostgres, TEST_SECRET } from './helper.ts'
 import { ROOT } from './support/compiled.ts'
-import { buildImage, freePort, IMAGE, plainEnv, requiresEngine, startContainer, type ContainerEngine } from './support/container-engine.ts'
+import { buildImage, freePort, IMAGE, plainEnv, publishedPorts, requiresEngine, startContainer, timedSteps, type ContainerEngine } from './support/container-engine.ts'
 import { runProcess } from './support/process.ts'
 import { adminQuery, createDatabase, POSTGRES_SOCKET_DIR, unixSocketUrl } from './support/postgres.ts'
 
@@ -67,7 +67,7 @@ t.test('npm run image:build: --help; without an engine, one line and exit 1', as
 const engine = await requiresEngine(t, 'the image: built from the Dockerfile and run')
 if (engine && await requiresPostgres(t, 'the image against the host\'s Postgres')) {
   const build = await buildImage()
-  t.comment(`npm run image:build: ${(build.ms / 1000).toFixed(1)} s (${build.steps.join('; ')})`)
+  t.comment(`npm run image:build: ${(build.ms / 1000).toFixed(1)} s (${timedSteps(build.output).join('; ')})`)
 
   t.test('what is in the image: Docker format with its health check, production files only, small', async (t) => {
     const sizeMb = Number((await engine.run(['image', 'inspect', '--format', '{{.Size}}', IMAGE])).stdout) / 1e6
@@ -140,7 +140,7 @@ if (engine && await requiresPostgres(t, 'the image against the host\'s Postgres'
     t.comment(`start to healthy: ${Date.now() - startedAt} ms`)
     t.equal(await container.inspect('{{.HostConfig.ReadonlyRootfs}}'), 'true', 'the root filesystem is read-only')
     if (socketUrl) {
-      const ports = JSON.parse(await container.inspect('{{json .NetworkSettings.Ports}}')) as Record<string, Array<{ HostIp: string, HostPort: string }>>
+      const ports = await publishedPorts(engine, container.name)
       t.same(ports['3001/tcp'], [{ HostIp: '127.0.0.1', HostPort: String(port) }], `3001 published on 127.0.0.1:${port} only`)
     }
 

@@ -58,13 +58,7 @@ export async function requiresEngine (t: Test, what: string): Promise<ContainerE
   return undefined
 }
 
-export interface ImageBuild {
-  tag: string
-  ms: number
-  output: string
-  /** Its timed progress lines: each stand-in base built or found, then the image ("… built in 5 s (311 MB)"). */
-  steps: string[]
-}
+export interface ImageBuild { tag: string, ms: number, output: string }
 let built: Promise<ImageBuild> | undefined
 
 /** `npm run image:build` once per test file (process); later calls get the same build. Throws with its output when it fails. */
@@ -72,14 +66,19 @@ export function buildImage (): Promise<ImageBuild> {
   built ??= (async () => {
     const run = await runProcess('npm', ['run', '--silent', 'image:build', '--', '--quiet'], { cwd: ROOT, env: plainEnv(), timeoutMs: 900_000 })
     if (run.code !== 0) throw new Error(`npm run image:build failed (exit ${run.code}):\n${run.stderr.slice(-3000)}`)
-    return { tag: IMAGE, ms: run.ms, output: run.stderr, steps: timedSteps(run.stderr) }
+    return { tag: IMAGE, ms: run.ms, output: run.stderr }
   })()
   return built
 }
 
-/** The progress lines of image:build and standins.sh that carry a time or say nothing was rebuilt. */
+/** The progress lines of image:build and standins.sh that carry a time or say nothing was rebuilt ("… built in 5 s (311 MB)"). */
 export function timedSteps (output: string): string[] {
   return output.split('\n').filter((line) => /\(\d+ s\)|built in \d+ s|up to date|: present|: pulled/.test(line))
+}
+
+/** A container's published ports: `{ "3001/tcp": [{ HostIp, HostPort }] }`. */
+export async function publishedPorts (engine: ContainerEngine, container: string): Promise<Record<string, Array<{ HostIp: string, HostPort: string }>>> {
+  return JSON.parse((await engine.run(['inspect', '--format', '{{json .NetworkSettings.Ports}}', container])).stdout)
 }
 
 /** The official-named bases other than the Dockerfile's (postgres:15-bookworm for compose): present, pulled or stand-in. */
